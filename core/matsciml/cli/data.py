@@ -1,0 +1,140 @@
+"""``matsciml data convert`` and ``matsciml data inspect``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from matsciml.cli.output import print_json
+from matsciml.errors import MatscimlError
+
+
+def add_commands(commands: Any) -> None:
+    data = commands.add_parser("data", help="import and inspect datasets")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+
+    convert = actions.add_parser(
+        "convert", help="convert structure files (any format ASE reads) into a matsciml dataset",
+        description="Read structures with ASE, validate each one, and write a matsciml LMDB dataset. "
+                    "Energy, forces and stress come from the calculator results; other info/arrays "
+                    "entries become properties. Invalid structures are reported and left out.")
+    convert.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files (extxyz, VASP, CIF, ASE db, ...)")
+    convert.add_argument("-o", "--output", required=True, help="dataset file to write, e.g. data/lips.lmdb")
+    convert.add_argument("--name", help="dataset name recorded in the metadata (default: output file stem)")
+    convert.add_argument("--description", default="", help="free text recorded in the metadata")
+    convert.add_argument("--unit", action="append", default=[], metavar="KEY=UNIT",
+                         help="unit of a property the schema does not know (repeatable), e.g. --unit band_gap=eV")
+    convert.add_argument("--index", default=":", help="ASE index of the structures to read from each file (default ':', all)")
+    convert.add_argument("--format", dest="file_format", help="ASE format name when the extension does not tell it")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset at the output path")
+    convert.add_argument("--strict", action="store_true", help="fail (exit 1, no dataset) if any structure is invalid")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument("--json", action="store_true", help="print the report as JSON")
+    convert.set_defaults(handler=run_convert)
+
+    inspect = actions.add_parser("inspect", help="summarise a dataset: count, elements, atom counts, properties")
+    inspect.add_argument("paths", nargs="+", metavar="PATH", help="dataset file(s) or directory, or a registered dataset name")
+    inspect.add_argument("--validate", action="store_true", help="also read every sample and check it against the schema")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler=run_inspect)
+
+
+def _parse_units(pairs: list[str]) -> dict[str, str]:
+    units = {}
+    for pair in pairs:
+        key, sep, unit = pair.partition("=")
+        if not sep or not key:
+            raise MatscimlError(f"--unit {pair!r}: expected KEY=UNIT, e.g. --unit band_gap=eV")
+        units[key] = unit
+    return units
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from matsciml.data.ase_import import convert
+
+    units = _parse_units(args.unit)
+    report = convert(args.inputs, args.output, name=args.name, description=args.description, units=units,
+                     index=args.index, file_format=args.file_format, overwrite=args.overwrite,
+                     progress=not args.quiet and not args.json)
+    if args.strict and report.num_rejected:
+        report.output.unlink()
+        first = report.rejected[0]["reason"]
+        raise MatscimlError(f"{report.num_rejected} structure(s) are invalid (--strict), no dataset written; first: {first}")
+    if args.json:
+        print_json({"output": str(report.output), "written": report.written,
+                    "num_rejected": report.num_rejected, "rejected": report.rejected})
+        return 0
+    print(f"wrote {report.written} structures to {report.output}"
+          + (f"; left out {report.num_rejected} invalid structure(s):" if report.num_rejected else ""))
+    for rejected in report.rejected[:20]:
+        print(f"  {rejected['reason']}")
+    if report.num_rejected > 20:
+        print(f"  ... and {report.num_rejected - 20} more (all recorded in the dataset's metadata)")
+    return 0
+
+
+def _open(paths: list[str]) -> Any:
+    from pathlib import Path
+
+    from matsciml.data.dataset import LMDBDataset
+
+    if len(paths) == 1 and not Path(paths[0]).exists():
+        from matsciml.registry import get_registry
+
+        return get_registry().dataset(paths[0]).build()
+    return LMDBDataset(paths)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from matsciml.data.inspect import summarize, validate_all
+
+    dataset = _open(args.paths)
+    summary = summarize(dataset.metadata)
+    summary["files"] = [str(f.path) for f in getattr(dataset, "files", [])]
+    invalid = list(validate_all(dataset)) if args.validate else None
+    if args.json:
+        if invalid is not None:
+            summary["invalid"] = [{"index": i, "reason": r} for i, r in invalid]
+        print_json(summary)
+    else:
+        _print_summary(summary, invalid)
+    return 1 if invalid else 0
+
+
+def _print_summary(summary: dict[str, Any], invalid: list[tuple[int, str]] | None) -> None:
+    print(f"dataset     {summary['name']}  ({', '.join(summary['files'])})")
+    if summary["description"]:
+        print(f"about       {summary['description']}")
+    print(f"samples     {summary['count']}")
+    print(f"atoms       {summary['atoms']} per structure (mean {summary['atoms_mean']:.1f})")
+    elements = ", ".join(f"{symbol} ({count})" for symbol, count in summary["element_counts"].items())
+    print(f"elements    {len(summary['element_counts'])}: {elements}")
+    print(f"schema      version {summary['schema_version']}, created {summary['created']}")
+    print("properties")
+    rows = []
+    for p in summary["properties"]:
+        stats = [f"{p[k]:.4g}" for k in ("mean", "std", "min", "max")] if "mean" in p else ["", "", "", ""]
+        rows.append([p["key"], p["shape"], p["dtype"], p["unit"] if p["unit"] is not None else "?",
+                     p["present_in"], *stats])
+    for line in _indent(rows, ["KEY", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"]):
+        print(line)
+    if any(p["unit"] is None for p in summary["properties"]):
+        print("  (? = unit unknown; give it at conversion with --unit KEY=UNIT)")
+    if summary["num_rejected"]:
+        print(f"rejected at conversion: {summary['num_rejected']}")
+        for rejected in summary["rejected"][:5]:
+            print(f"  {rejected['reason']}")
+    if invalid is not None:
+        if invalid:
+            print(f"INVALID samples: {len(invalid)}", file=sys.stderr)
+            for _, reason in invalid[:20]:
+                print(f"  {reason}", file=sys.stderr)
+        else:
+            print(f"validated   all {summary['count']} samples follow schema version {summary['schema_version']}")
+
+
+def _indent(rows: list[list[Any]], headers: list[str]) -> list[str]:
+    from matsciml.cli.output import format_table
+
+    return ["  " + line for line in format_table(headers, rows).splitlines()]

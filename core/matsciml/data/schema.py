@@ -1,0 +1,208 @@
+"""The sample schema of DESIGN.md as code.
+
+A sample is a mapping of named numpy arrays, the same for every dataset.
+:func:`validate_sample` checks one structure and returns it with canonical
+dtypes; every message names the sample (index and source) and the problem,
+so a user can find the bad structure in their input.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from matsciml.errors import InvalidSampleError
+
+SCHEMA_VERSION = 1
+"""Version of the sample schema and the on-disk format built on it."""
+
+MAX_ATOMIC_NUMBER = 118
+REQUIRED_KEYS: tuple[str, ...] = ("atomic_numbers", "pos", "pbc")
+
+Sample = dict[str, Any]
+"""One structure: key -> numpy array (or str for text properties)."""
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Shape and meaning of a key the schema knows.
+
+    ``shape`` uses ``"N"`` for the number of atoms; ``()`` is a scalar.
+    """
+
+    shape: tuple[Any, ...]
+    dtype: str  # "int64", "float64" or "bool"
+    unit: str
+    meaning: str
+
+
+KNOWN_KEYS: dict[str, KeySpec] = {
+    "atomic_numbers": KeySpec(("N",), "int64", "", "element of each atom"),
+    "pos": KeySpec(("N", 3), "float64", "Å", "Cartesian positions"),
+    "cell": KeySpec((3, 3), "float64", "Å", "lattice vectors as rows"),
+    "pbc": KeySpec((3,), "bool", "", "periodic directions"),
+    "tags": KeySpec(("N",), "int64", "", "OC20 tags: 0 fixed subsurface, 1 surface, 2 adsorbate"),
+    "fixed": KeySpec(("N",), "bool", "", "atoms held fixed in the source calculation"),
+    "energy": KeySpec((), "float64", "eV", "total energy of the structure"),
+    "forces": KeySpec(("N", 3), "float64", "eV/Å", "force on each atom"),
+    "stress": KeySpec((3, 3), "float64", "eV/Å³", "stress tensor"),
+    "relaxed_energy": KeySpec((), "float64", "eV", "energy after relaxation (IS2RE target)"),
+}
+
+# Units of property names that are common in the field's data files, so an
+# import of e.g. Materials Project data is labelled without extra flags.
+WELL_KNOWN_UNITS: dict[str, str] = {
+    "free_energy": "eV",
+    "energy_per_atom": "eV/atom",
+    "uncorrected_energy_per_atom": "eV/atom",
+    "formation_energy_per_atom": "eV/atom",
+    "band_gap": "eV",
+    "efermi": "eV",
+    "magmoms": "μB",
+    "magmom": "μB",
+    "charges": "e",
+    "dipole": "e·Å",
+}
+
+_OC20_TAGS = (0, 1, 2)
+
+
+def unit_of(key: str, extra_units: Mapping[str, str] | None = None) -> str | None:
+    """The unit of ``key``: user-given, schema, well-known, or None if unknown."""
+    if extra_units and key in extra_units:
+        return extra_units[key]
+    if key in KNOWN_KEYS:
+        return KNOWN_KEYS[key].unit
+    return WELL_KNOWN_UNITS.get(key)
+
+
+def describe_sample(index: int | None, source: str | None) -> str:
+    where = f"sample {index}" if index is not None else "sample"
+    return f"{where} of {source}" if source else where
+
+
+def validate_sample(
+    sample: Mapping[str, Any],
+    *,
+    index: int | None = None,
+    source: str | None = None,
+    required: Iterable[str] = (),
+) -> Sample:
+    """Check a structure against the schema and return it with canonical dtypes.
+
+    Args:
+        sample: key -> array-like (or str).
+        index, source: where the sample comes from, for error messages.
+        required: extra keys that must be present (e.g. a task's targets).
+
+    Raises:
+        InvalidSampleError: naming the sample and what is wrong with it.
+    """
+    where = describe_sample(index, source)
+
+    def fail(problem: str) -> InvalidSampleError:
+        return InvalidSampleError(f"{where}: {problem}")
+
+    missing = [key for key in (*REQUIRED_KEYS, *required) if key not in sample]
+    if missing:
+        present = ", ".join(sorted(sample)) or "nothing"
+        raise fail(f"missing required key(s) {', '.join(missing)} (it has {present})")
+
+    out: Sample = {}
+    for key, value in sample.items():
+        if not isinstance(key, str) or not key:
+            raise fail(f"key {key!r} is not a non-empty string")
+        if isinstance(value, str):
+            out[key] = value
+            continue
+        try:
+            array = np.asarray(value)
+        except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+            raise fail(f"{key} cannot be read as an array ({exc})") from exc
+        if array.dtype.kind not in "biuf":
+            raise fail(f"{key} has dtype {array.dtype}; only numbers, booleans and strings can be stored")
+        out[key] = array
+
+    numbers = out["atomic_numbers"]
+    if numbers.ndim != 1:
+        raise fail(f"atomic_numbers has shape {numbers.shape}; expected [N]")
+    num_atoms = numbers.shape[0]
+    if num_atoms == 0:
+        raise fail("the structure is empty (0 atoms)")
+
+    for key, spec in KNOWN_KEYS.items():
+        if key not in out:
+            continue
+        array = out[key]
+        expected = tuple(num_atoms if dim == "N" else dim for dim in spec.shape)
+        if array.shape != expected:
+            readable = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+            extra = f" but the structure has {num_atoms} atoms" if "N" in spec.shape else ""
+            raise fail(f"{key} has shape {tuple(array.shape)}; expected {readable}{extra}")
+        if spec.dtype == "int64":
+            if array.dtype.kind == "f":
+                if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+                    raise fail(f"{key} must hold integers, got non-integer values")
+            elif array.dtype.kind not in "iub":
+                raise fail(f"{key} must hold integers, got dtype {array.dtype}")
+        elif spec.dtype == "bool" and array.dtype.kind not in "biu":
+            raise fail(f"{key} must hold booleans, got dtype {array.dtype}")
+        out[key] = array.astype(spec.dtype)
+
+    numbers = out["atomic_numbers"]
+    unknown = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
+    if unknown.size:
+        shown = sorted(set(unknown.tolist()))[:5]
+        raise fail(f"atomic_numbers holds unknown element number(s) {shown}; elements are 1..{MAX_ATOMIC_NUMBER}")
+
+    for key, array in out.items():
+        if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = np.argwhere(~np.isfinite(array))
+            first = tuple(int(i) for i in bad[0]) if bad.size else ()
+            raise fail(f"{key} holds NaN or infinite values ({len(bad)} of them, first at index {first})")
+
+    if "tags" in out and not np.isin(out["tags"], _OC20_TAGS).all():
+        shown = sorted(set(out["tags"][~np.isin(out["tags"], _OC20_TAGS)].tolist()))[:5]
+        raise fail(f"tags holds {shown}; OC20 tags are 0 (subsurface), 1 (surface), 2 (adsorbate)")
+
+    if out["pbc"].any():
+        if "cell" not in out:
+            raise fail("pbc is set but there is no cell; give the lattice vectors as 'cell'")
+        periodic = out["cell"][out["pbc"]]
+        if np.linalg.matrix_rank(periodic) < periodic.shape[0]:
+            raise fail("the cell vectors of the periodic directions are degenerate (zero or parallel)")
+
+    return out
+
+
+def require_keys(sample: Mapping[str, Any], keys: Iterable[str], *, index: int | None = None,
+                 source: str | None = None, purpose: str = "this task") -> None:
+    """Raise if ``sample`` lacks any of ``keys`` (e.g. a task's targets)."""
+    missing = [key for key in keys if key not in sample]
+    if missing:
+        raise InvalidSampleError(
+            f"{describe_sample(index, source)}: {purpose} needs {', '.join(missing)}, "
+            f"which the sample does not have (it has {', '.join(sorted(sample))})"
+        )
+
+
+def num_atoms(sample: Mapping[str, Any]) -> int:
+    return int(np.asarray(sample["atomic_numbers"]).shape[0])
+
+
+def is_per_atom(key: str, value: Any, natoms: int) -> bool:
+    """True for arrays with one row per atom (used for statistics and inspection)."""
+    if key in KNOWN_KEYS:
+        return "N" in KNOWN_KEYS[key].shape
+    return isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == natoms and key not in ("cell", "pbc")
+
+
+ELEMENT_SYMBOLS: tuple[str, ...] = tuple(
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br "
+    "Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm "
+    "Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr "
+    "Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og".split()
+)
+"""Chemical symbol of each atomic number (index 0 is a placeholder)."""
