@@ -22,8 +22,8 @@ def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
         properties.append({
             "key": key,
             "dtype": info["dtype"],
-            "shape": "scalar" if shape == [] else ("varies" if shape == "varies" else "[" + ",".join(map(str, shape)) + "]"),
-            "unit": info.get("unit"),
+            "shape": "text" if info["dtype"] == "str" else "scalar" if shape == [] else ("varies" if shape == "varies" else "[" + ",".join(map(str, shape)) + "]"),
+            "unit": "-" if info["dtype"] in ("str", "bool") else info.get("unit"),
             "present_in": info["count"],
             **({k: stats[k] for k in ("mean", "std", "min", "max")} if stats else {}),
         })

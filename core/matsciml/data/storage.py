@@ -56,7 +56,7 @@ def encode_sample(sample: Mapping[str, Any]) -> bytes:
             data = value.encode("utf-8")
             entries.append([key, "utf8", [], offset, len(data)])
         else:
-            array = np.ascontiguousarray(value)
+            array = np.asarray(value)  # not ascontiguousarray: it turns scalars into shape (1,)
             if array.dtype.kind not in _ALLOWED_DTYPE_KINDS:
                 raise TypeError(f"key {key!r}: dtype {array.dtype} cannot be stored (numbers, booleans, strings only)")
             data = array.tobytes()
