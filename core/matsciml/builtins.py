@@ -2,7 +2,8 @@
 
 This module is the entry point ``matsciml-builtins`` of the ``matsciml``
 distribution: the registry finds it exactly as it finds a third-party
-plugin (DESIGN.md rule 3).
+plugin (DESIGN.md rule 3). It imports nothing heavy: factories are named by
+string and imported only when built.
 """
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from functools import partial
 
 from matsciml.datasets import DEVSETS, open_devset
 from matsciml.hookspecs import hookimpl
-from matsciml.specs import DatasetSpec
+from matsciml.specs import DatasetSpec, TaskSpec
+
+_HEAD_DEFAULTS = {"head_hidden_dim": 64, "head_layers": 1, "activation": "silu"}
+_HEAD_HELP = {
+    "head_hidden_dim": "width of the hidden layers of the output MLP",
+    "head_layers": "number of hidden layers of the output MLP",
+    "activation": "activation of the output MLP (silu, relu, gelu, tanh)",
+}
 
 
 @hookimpl
@@ -25,4 +33,47 @@ def matsciml_datasets() -> list[DatasetSpec]:
             targets=info["targets"],
         )
         for name, info in DEVSETS.items()
+    ]
+
+
+@hookimpl
+def matsciml_tasks() -> list[TaskSpec]:
+    return [
+        TaskSpec(
+            name="s2ef",
+            summary="Structure to energy and forces (OC20 S2EF): E as a sum of per-atom terms, "
+                    "forces = -dE/dpos by autograd, weighted L1 loss",
+            factory="matsciml.tasks.s2ef:S2EFTask",
+            defaults={"energy_weight": 1.0, "force_weight": 10.0, "reference_energies": True, **_HEAD_DEFAULTS},
+            param_help={
+                "energy_weight": "weight of the per-atom energy L1 term (in units of the force RMS)",
+                "force_weight": "weight of the force-component L1 term (in units of the force RMS)",
+                "reference_energies": "fit per-element reference energies on the training split",
+                **_HEAD_HELP,
+            },
+            required_targets=("energy", "forces"),
+        ),
+        TaskSpec(
+            name="is2re",
+            summary="Initial structure to relaxed energy (OC20 IS2RE): sum of per-atom terms, L1 loss",
+            factory="matsciml.tasks.is2re:IS2RETask",
+            defaults={"reference_energies": True, **_HEAD_DEFAULTS},
+            param_help={"reference_energies": "fit per-element reference energies on the training split",
+                        **_HEAD_HELP},
+            required_targets=("relaxed_energy",),
+        ),
+        TaskSpec(
+            name="regression",
+            summary="Regression of per-structure scalar properties (band gap, formation energy...), "
+                    "per-target normalisation, L1 or MSE loss, MAE per target",
+            factory="matsciml.tasks.regression:PropertyRegressionTask",
+            defaults={"targets": ["energy"], "loss": "l1", "readout": "mean", "head_hidden_dim": 64,
+                      "head_layers": 2, "activation": "silu"},
+            param_help={
+                "targets": "sample keys to predict (scalars per structure)",
+                "loss": "l1 or mse, on targets normalised by training mean and std",
+                "readout": "pool atom embeddings by mean (intensive) or sum (extensive)",
+                **_HEAD_HELP,
+            },
+        ),
     ]

@@ -195,7 +195,7 @@ class Registry:
                 f"({providers}); uninstall all but one of them "
                 f"(pip uninstall {matches[-1].distribution})"
             )
-        raise self._not_found(kind, name)
+        raise self.lookup_error(name, kind)
 
     def find(self, name: str) -> list[ComponentSpec]:
         """Specs of any kind with that name (``matsciml info NAME``)."""
@@ -215,26 +215,33 @@ class Registry:
         return self.get("task", name)
 
     # ----------------------------------------------------------------- errors
-    def _not_found(self, kind: str, name: str) -> Exception:
+    def lookup_error(self, name: str, kind: str | None = None) -> Exception:
+        """The error for a name that matched nothing (of ``kind``, or of any kind).
+
+        A :class:`PluginLoadError` when a plugin that failed to load looks like
+        its provider (its entry point or distribution is named after it), else
+        a :class:`ComponentNotFoundError` with close names suggested.
+        """
+        what = kind or "component"
         wanted = normalize_name(name)
         for record in self.broken_plugins():
             if wanted in _plugin_aliases(record):
                 return PluginLoadError(
-                    f"{kind} {name!r} comes from plugin {record.entry_point!r} of distribution "
+                    f"{what} {name!r} comes from plugin {record.entry_point!r} of distribution "
                     f"{record.distribution} {record.version}, which failed to load: {record.error}. "
                     f"Fix or reinstall it (pip install --force-reinstall {record.distribution}); "
                     f"`matsciml plugins` shows the error"
                 )
-        known = self.names(kind)
-        message = f"no {kind} named {name!r} is installed"
+        known = self.names(kind) if kind else sorted({n for k in KINDS for n in self.names(k)}, key=normalize_name)
+        message = f"no {what} named {name!r} is installed"
         suggestions = difflib.get_close_matches(wanted, [normalize_name(n) for n in known], n=3, cutoff=0.5)
         if suggestions:
             spelled = [n for n in known if normalize_name(n) in suggestions]
             message += f"; did you mean {' or '.join(repr(s) for s in spelled)}?"
         elif known:
-            message += f"; installed {kind}s: {', '.join(known)}"
+            message += f"; installed {what}s: {', '.join(known)}"
         else:
-            message += f"; no {kind}s are installed at all"
+            message += f"; no {what}s are installed at all"
         broken = self.broken_plugins()
         if broken:
             message += (

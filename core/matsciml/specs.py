@@ -97,9 +97,12 @@ class ComponentSpec:
                 )
         return {**self.defaults, **overrides}
 
-    def build(self, **overrides: Any) -> Any:
-        """Build the component with its defaults updated by ``overrides``."""
-        return self.load_factory()(**self.resolve_params(overrides))
+    def build(self, *args: Any, **overrides: Any) -> Any:
+        """Build the component with its defaults updated by ``overrides``.
+
+        Positional ``args`` go to the factory as they are (a task's backbone).
+        """
+        return self.load_factory()(*args, **self.resolve_params(overrides))
 
     def with_distribution(self, distribution: str) -> "ComponentSpec":
         return dataclasses.replace(self, distribution=distribution)

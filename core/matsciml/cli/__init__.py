@@ -15,7 +15,7 @@ from matsciml.errors import MatscimlError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from matsciml.cli import data, lookup
+    from matsciml.cli import data, lookup, train
 
     parser = argparse.ArgumentParser(
         prog="matsciml",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     lookup.add_commands(commands)
     data.add_commands(commands)
+    train.add_commands(commands)
     return parser
 
 

@@ -56,11 +56,7 @@ def run_convert(args: argparse.Namespace) -> int:
     units = _parse_units(args.unit)
     report = convert(args.inputs, args.output, name=args.name, description=args.description, units=units,
                      index=args.index, file_format=args.file_format, overwrite=args.overwrite,
-                     progress=not args.quiet and not args.json)
-    if args.strict and report.num_rejected:
-        report.output.unlink()
-        first = report.rejected[0]["reason"]
-        raise MatscimlError(f"{report.num_rejected} structure(s) are invalid (--strict), no dataset written; first: {first}")
+                     strict=args.strict, progress=not args.quiet and not args.json)
     if args.json:
         print_json({"output": str(report.output), "written": report.written,
                     "num_rejected": report.num_rejected, "rejected": report.rejected})
@@ -90,7 +86,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     from matsciml.data.inspect import summarize, validate_all
 
     dataset = _open(args.paths)
-    summary = summarize(dataset.metadata)
+    metadata = getattr(dataset, "metadata", None)
+    if not metadata:
+        raise MatscimlError(f"{' '.join(args.paths)}: this dataset carries no matsciml metadata, so there is "
+                            f"nothing to summarise; it is read from {type(dataset).__name__}, not from LMDB files")
+    summary = summarize(metadata)
     summary["files"] = [str(f.path) for f in getattr(dataset, "files", [])]
     invalid = list(validate_all(dataset)) if args.validate else None
     if args.json:

@@ -5,7 +5,6 @@ import argparse
 from typing import Any
 
 from matsciml.cli.output import print_json, print_table
-from matsciml.errors import ComponentNotFoundError, MatscimlError
 from matsciml.registry import Registry, get_registry, normalize_name
 from matsciml.specs import KINDS, ComponentSpec, ModelSpec
 
@@ -87,18 +86,7 @@ def run_info(args: argparse.Namespace) -> int:
     kinds = [args.kind] if args.kind else list(KINDS)
     found = [spec for spec in registry.find(args.name) if spec.kind in kinds]
     if not found:
-        if args.kind:
-            registry.get(args.kind, args.name)  # raises with suggestions or the plugin's load error
-        errors = []
-        for kind in KINDS:
-            try:
-                registry.get(kind, args.name)
-            except MatscimlError as exc:
-                errors.append(exc)
-        detail = next((str(e) for e in errors if not isinstance(e, ComponentNotFoundError)), None)
-        suggestion = next((str(e) for e in errors if "did you mean" in str(e)), None)
-        raise ComponentNotFoundError(detail or suggestion or f"no component named {args.name!r} is installed; "
-                                     f"`matsciml models` (datasets, tasks, representations) lists them")
+        raise registry.lookup_error(args.name, args.kind)
     descriptions = [_describe(spec, registry) for spec in found]
     if args.json:
         print_json(descriptions if len(descriptions) > 1 else descriptions[0])
@@ -167,9 +155,11 @@ def _print_description(d: dict[str, Any]) -> None:
     if d["kind"] == "dataset":
         print(f"  targets: {', '.join(d['targets']) or '-'}")
         contents = d.get("contents")
-        if contents:
+        if contents and "count" in contents:
             print(f"  samples: {contents['count']}, atoms per structure {contents['atoms']}, "
                   f"elements {contents['elements']}")
+        elif contents:
+            print(f"  samples: {contents['num_samples']}")
         elif d.get("build_error"):
             print(f"  cannot open it here: {d['build_error']}")
     if d["hyperparameters"]:

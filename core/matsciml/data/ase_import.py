@@ -142,7 +142,7 @@ def iter_structures(inputs: Sequence[str | os.PathLike[str]], index: str = ":",
 def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *,
             name: str | None = None, description: str = "", units: Mapping[str, str] | None = None,
             index: str = ":", file_format: str | None = None, overwrite: bool = False,
-            progress: bool = True) -> ConversionReport:
+            strict: bool = False, progress: bool = True) -> ConversionReport:
     """Convert structure files into one matsciml dataset file at ``output``.
 
     Args:
@@ -153,6 +153,8 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         index: ASE index string selecting structures of each file (``":"`` = all).
         file_format: ASE format name when the extension does not tell it.
         overwrite: replace an existing dataset at ``output``.
+        strict: fail on the first invalid structure, writing nothing (an
+            existing dataset at ``output`` is left as it was).
         progress: show a progress bar on stderr.
     """
     from tqdm.auto import tqdm
@@ -174,6 +176,8 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
             try:
                 sample = validate_sample(atoms_to_sample(atoms), index=number, source=source)
             except InvalidSampleError as exc:
+                if strict:
+                    raise MatscimlError(f"{exc} (--strict: no dataset written)") from exc
                 writer.reject(index=number, source=source, reason=str(exc))
                 continue
             writer.append(sample, validate=False)

@@ -64,10 +64,11 @@ class LMDBDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         length = len(self)
+        asked = index
         if index < 0:
             index += length
         if not 0 <= index < length:
-            raise IndexError(f"sample index {index} is out of range for a dataset of {length} samples")
+            raise IndexError(f"sample index {asked} is out of range for a dataset of {length} samples")
         file_number = bisect.bisect_right(self._ends, index)
         start = self._ends[file_number - 1] if file_number else 0
         return self.files[file_number].read(index - start, keys=self.keys)

@@ -93,12 +93,17 @@ def decode_sample(record: bytes, *, keys: Iterable[str] | None = None) -> Sample
 
 # ---------------------------------------------------------------- statistics
 class _RunningStats:
-    """Mean, std, min and max of every float/int element seen, in float64."""
+    """Mean, std, min and max of every element seen, in float64.
+
+    Chunks are combined with Chan et al.'s pairwise update of the sum of
+    squared deviations, which stays accurate when the mean is large
+    compared with the spread (energies of -1e5 eV varying by meV).
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        self.total = 0.0
-        self.total_sq = 0.0
+        self.mean = 0.0
+        self.squared_deviations = 0.0
         self.minimum = math.inf
         self.maximum = -math.inf
 
@@ -106,26 +111,33 @@ class _RunningStats:
         values = np.asarray(values, dtype=np.float64).ravel()
         if values.size == 0:
             return
-        self.count += values.size
-        self.total += float(values.sum())
-        self.total_sq += float(np.square(values).sum())
+        chunk_mean = float(values.mean())
+        chunk_m2 = float(np.square(values - chunk_mean).sum())
+        self._combine(values.size, chunk_mean, chunk_m2)
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
 
+    def _combine(self, count: int, mean: float, squared_deviations: float) -> None:
+        total = self.count + count
+        delta = mean - self.mean
+        self.squared_deviations += squared_deviations + delta * delta * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
     def as_dict(self) -> dict[str, float]:
-        mean = self.total / self.count
-        variance = max(self.total_sq / self.count - mean * mean, 0.0)
-        return {"count": self.count, "mean": mean, "std": math.sqrt(variance),
+        return {"count": self.count, "mean": self.mean, "std": math.sqrt(self.squared_deviations / self.count),
                 "min": self.minimum, "max": self.maximum}
 
 
 def merge_statistics(parts: list[dict[str, float]]) -> dict[str, float]:
     """Combine per-file statistics of one key into statistics of the union."""
-    count = sum(p["count"] for p in parts)
-    mean = sum(p["mean"] * p["count"] for p in parts) / count
-    second = sum((p["std"] ** 2 + p["mean"] ** 2) * p["count"] for p in parts) / count
-    return {"count": count, "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)),
-            "min": min(p["min"] for p in parts), "max": max(p["max"] for p in parts)}
+    stats = _RunningStats()
+    for part in parts:
+        stats._combine(int(part["count"]), float(part["mean"]), float(part["std"]) ** 2 * int(part["count"]))
+    merged = stats.as_dict()
+    merged["min"] = min(p["min"] for p in parts)
+    merged["max"] = max(p["max"] for p in parts)
+    return merged
 
 
 class _MetadataBuilder:
@@ -138,11 +150,13 @@ class _MetadataBuilder:
         self.stats: dict[str, _RunningStats] = {}
         self.element_counts: dict[int, int] = {}
         self.atoms = _RunningStats()
+        self.total_atoms = 0
 
     def add(self, sample: Sample) -> None:
         natoms = int(sample["atomic_numbers"].shape[0])
         self.count += 1
         self.atoms.add(np.array([natoms]))
+        self.total_atoms += natoms
         elements, counts = np.unique(sample["atomic_numbers"], return_counts=True)
         for z, c in zip(elements.tolist(), counts.tolist()):
             self.element_counts[z] = self.element_counts.get(z, 0) + c
@@ -175,7 +189,7 @@ class _MetadataBuilder:
             "statistics": {key: stats.as_dict() for key, stats in self.stats.items() if stats.count},
             "elements": {str(z): n for z, n in sorted(self.element_counts.items())},
             "num_atoms": ({"min": int(self.atoms.minimum), "max": int(self.atoms.maximum),
-                           "mean": self.atoms.as_dict()["mean"], "total": int(self.atoms.total)}
+                           "mean": self.atoms.mean, "total": self.total_atoms}
                           if self.count else {"min": 0, "max": 0, "mean": 0.0, "total": 0}),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "matsciml_version": __version__,
@@ -342,28 +356,25 @@ class DatasetFile:
 
     def _open(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():
-            # A handle inherited through fork must not be used in the child:
-            # each process opens its own (DataLoader workers).
-            self._env = lmdb.open(str(self.path), subdir=False, readonly=True, lock=False,
-                                  readahead=False, meminit=False, max_readers=256)
+            self._env = _shared_environment(self.path)
             self._pid = os.getpid()
         return self._env
 
     def _read_metadata(self) -> dict[str, Any]:
-        try:
-            env = self._open()
-        except lmdb.Error as exc:
-            raise DatasetFormatError(f"{self.path}: not an LMDB file ({exc}); convert your data with `matsciml data convert`") from exc
-        with env.begin() as txn:
+        with self._open().begin() as txn:
             raw = txn.get(METADATA_KEY)
         if raw is None:
             raise DatasetFormatError(
                 f"{self.path}: no matsciml metadata record; it was not written by matsciml. "
                 f"Convert your data with `matsciml data convert`"
             )
-        metadata = json.loads(raw)
-        if metadata.get("format") != FORMAT_NAME:
-            raise DatasetFormatError(f"{self.path}: format {metadata.get('format')!r} is not {FORMAT_NAME!r}")
+        try:
+            metadata = json.loads(raw)
+        except ValueError as exc:
+            raise DatasetFormatError(f"{self.path}: the metadata record is not valid JSON ({exc}); the file is damaged") from exc
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+            found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+            raise DatasetFormatError(f"{self.path}: format {found!r} is not {FORMAT_NAME!r}")
         version = metadata.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise DatasetFormatError(
@@ -383,8 +394,7 @@ class DatasetFile:
         return decode_sample(record, keys=keys)
 
     def close(self) -> None:
-        if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+        """Drop this reader's handle (the process-wide environment stays open for other readers)."""
         self._env = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -392,6 +402,33 @@ class DatasetFile:
         state["_env"] = None
         state["_pid"] = None
         return state
+
+
+# One read-only environment per file and process. py-lmdb (3.x) refuses to
+# open a file twice in one process, and a forked DataLoader worker inherits
+# the parent's environments, which it must not use: it closes the inherited
+# one and opens its own.
+_ENVIRONMENTS: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}
+
+
+def _shared_environment(path: Path) -> lmdb.Environment:
+    stat = path.stat()
+    key = (stat.st_dev, stat.st_ino)
+    pid = os.getpid()
+    entry = _ENVIRONMENTS.get(key)
+    if entry is not None:
+        owner, environment = entry
+        if owner == pid:
+            return environment
+        environment.close()
+    try:
+        environment = lmdb.open(str(path), subdir=False, readonly=True, lock=False,
+                                readahead=False, meminit=False, max_readers=256)
+    except lmdb.Error as exc:
+        raise DatasetFormatError(f"{path}: not a readable LMDB file ({exc}); "
+                                 f"convert your data with `matsciml data convert`") from exc
+    _ENVIRONMENTS[key] = (pid, environment)
+    return environment
 
 
 def merge_metadata(parts: list[dict[str, Any]]) -> dict[str, Any]:

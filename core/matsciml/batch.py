@@ -1,0 +1,124 @@
+"""The batch every task receives, whatever the representation.
+
+A representation collates samples into a :class:`Batch`: the parts every
+task needs (positions to differentiate, which structure each atom belongs
+to, targets) in one fixed form, plus ``inputs``, the representation's own
+model input (a DGL graph, a padded point cloud...). Tasks read only the
+common fields; backbones read ``inputs`` and ``pos``.
+
+Positions are a separate tensor, not hidden inside ``inputs``, so a task
+can set ``requires_grad`` on them and get forces as -dE/dpos by autograd;
+backbones must compute every geometric quantity from ``batch.pos``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from matsciml.data.schema import KNOWN_KEYS
+
+STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
+"""Sample keys that describe the structure; every other numeric key is a target."""
+
+PER_ATOM_TARGETS = frozenset(key for key, spec in KNOWN_KEYS.items()
+                             if "N" in spec.shape and key not in STRUCTURE_KEYS)
+
+
+@dataclass
+class Batch:
+    """Several structures, concatenated atom-wise.
+
+    Attributes:
+        inputs: the representation's model input (e.g. a batched ``dgl.DGLGraph``).
+        atomic_numbers: ``[num_atoms_total]`` int64.
+        pos: ``[num_atoms_total, 3]`` positions in Å (float32 or float64).
+        structure_index: ``[num_atoms_total]`` int64, the structure of each atom.
+        num_atoms: ``[num_structures]`` int64.
+        cell: ``[num_structures, 3, 3]`` lattice vectors as rows (zeros if none).
+        pbc: ``[num_structures, 3]`` bool.
+        targets: labels; per-structure ones ``[num_structures, ...]``, per-atom
+            ones (forces) ``[num_atoms_total, ...]``.
+        extras: per-atom structure annotations present in every sample
+            (``tags`` [N] int64, ``fixed`` [N] bool).
+    """
+
+    inputs: Any
+    atomic_numbers: torch.Tensor
+    pos: torch.Tensor
+    structure_index: torch.Tensor
+    num_atoms: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.num_atoms.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_structures
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """The same batch on ``device`` (Lightning calls this to move batches)."""
+        def move(value: Any) -> Any:
+            if hasattr(value, "to"):
+                return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value.to(device)
+            return value
+
+        return replace(
+            self,
+            inputs=move(self.inputs),
+            atomic_numbers=move(self.atomic_numbers),
+            pos=move(self.pos),
+            structure_index=move(self.structure_index),
+            num_atoms=move(self.num_atoms),
+            cell=move(self.cell),
+            pbc=move(self.pbc),
+            targets={k: move(v) for k, v in self.targets.items()},
+            extras={k: move(v) for k, v in self.extras.items()},
+        )
+
+
+def collate_structures(samples: Sequence[Mapping[str, Any]], inputs: Any = None,
+                       dtype: torch.dtype = torch.float32) -> Batch:
+    """The common part of a batch, built with array operations.
+
+    Targets are the numeric keys present in every sample that are not
+    structure keys; forces-like keys are concatenated atom-wise, the rest
+    stacked per structure. Strings are left out.
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    num_atoms = np.fromiter((len(s["atomic_numbers"]) for s in samples), dtype=np.int64, count=len(samples))
+    cells = np.stack([np.asarray(s["cell"]) if "cell" in s else np.zeros((3, 3)) for s in samples])
+    pbc = np.stack([np.asarray(s["pbc"], dtype=bool) for s in samples])
+    common = set(samples[0]).intersection(*samples[1:]) if len(samples) > 1 else set(samples[0])
+    targets: dict[str, torch.Tensor] = {}
+    extras: dict[str, torch.Tensor] = {}
+    for key in sorted(common - {"atomic_numbers", "pos", "cell", "pbc"}):
+        values = [s[key] for s in samples]
+        if isinstance(values[0], str):
+            continue
+        if key in STRUCTURE_KEYS:
+            extras[key] = torch.from_numpy(np.concatenate(values))
+            continue
+        per_atom = key in PER_ATOM_TARGETS
+        array = np.concatenate(values) if per_atom else np.stack(values)
+        tensor = torch.from_numpy(array)
+        targets[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return Batch(
+        inputs=inputs,
+        atomic_numbers=torch.from_numpy(np.concatenate([s["atomic_numbers"] for s in samples])),
+        pos=torch.from_numpy(np.concatenate([s["pos"] for s in samples])).to(dtype),
+        structure_index=torch.repeat_interleave(torch.arange(len(samples)), torch.from_numpy(num_atoms)),
+        num_atoms=torch.from_numpy(num_atoms),
+        cell=torch.from_numpy(cells).to(dtype),
+        pbc=torch.from_numpy(pbc),
+        targets=targets,
+        extras=extras,
+    )

@@ -1,0 +1,99 @@
+"""``matsciml train`` and ``matsciml evaluate``."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from matsciml.cli.output import print_json, print_table
+
+
+def add_commands(commands: Any) -> None:
+    train = commands.add_parser(
+        "train", help="train a model on a dataset and task (YAML config plus key=value overrides)",
+        description="Train through PyTorch Lightning. The config has sections model, dataset, task, "
+                    "representation, data, optimizer, scheduler, trainer, early_stopping, run; any key can "
+                    "be overridden as section.key=value (values are YAML). The representation is the one the "
+                    "model needs. The run directory keeps the resolved config, split, checkpoints and metrics.")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="overrides such as trainer.max_epochs=5 model.hidden_dim=32")
+    train.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
+                       help="YAML config file (repeatable; later files override earlier ones)")
+    train.add_argument("--model", help="shortcut for model.name=NAME")
+    train.add_argument("--dataset", help="shortcut for dataset.name=NAME_OR_PATH")
+    train.add_argument("--task", help="shortcut for task.name=NAME")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config (every default filled in) as YAML and exit")
+    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained checkpoint on a dataset split")
+    evaluate.add_argument("checkpoint", help="a checkpoint written by `matsciml train` (e.g. RUN/checkpoints/best-*.ckpt)")
+    evaluate.add_argument("--dataset", help="evaluate on this dataset (name or path) instead of the training one")
+    evaluate.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
+                          help="which part of the recorded split (default val; with --dataset, 'all' is usual)")
+    evaluate.add_argument("--batch-size", type=int, help="override the batch size")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _gather_config(args: argparse.Namespace) -> dict[str, Any]:
+    from matsciml.training.config import build_config
+
+    overrides = list(args.overrides)
+    for section, value in (("model", args.model), ("dataset", args.dataset), ("task", args.task)):
+        if value:
+            overrides.insert(0, f"{section}.name={value}")
+    return build_config(args.config, overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from matsciml.training.config import dump_config
+    from matsciml.training.run import resolve_config, train
+
+    config = resolve_config(_gather_config(args))
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    result = train(config)
+    rows = _comparison_rows(result.metrics, result.baseline)
+    if args.json:
+        print_json({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
+                    "epochs": result.epochs, "metrics": result.metrics, "baseline": result.baseline})
+        return 0
+    print(f"\nrun directory: {result.run_dir}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    print("validation metrics of the best checkpoint, beside the trivial baseline "
+          "(training mean; zero forces):")
+    print_table(["METRIC", "MODEL", "BASELINE", "MODEL/BASELINE"], rows)
+    return 0
+
+
+def _comparison_rows(metrics: dict[str, float], baseline: dict[str, float]) -> list[list[str]]:
+    rows = []
+    for name, value in metrics.items():
+        if name == "loss":
+            continue
+        reference = baseline.get(name)
+        ratio = f"{value / reference:.3f}" if reference else ""
+        rows.append([name, f"{value:.5g}", f"{reference:.5g}" if reference is not None else "", ratio])
+    return rows
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from matsciml.training.run import evaluate_task, load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset)
+    datamodule = loaded.run.datamodule
+    if args.batch_size:
+        datamodule.batch_size = args.batch_size
+    metrics = evaluate_task(loaded.task, datamodule, args.split, loaded.config["trainer"])
+    dataset = args.dataset or loaded.config["dataset"]["name"]
+    if args.json:
+        print_json({"checkpoint": args.checkpoint, "dataset": dataset, "split": args.split, "metrics": metrics})
+        return 0
+    print(f"{args.checkpoint} on {dataset} ({args.split} split):")
+    print_table(["METRIC", "VALUE"], [[name, f"{value:.6g}"] for name, value in metrics.items()])
+    return 0
+
+
+__all__ = ["add_commands"]

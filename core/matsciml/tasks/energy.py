@@ -1,0 +1,57 @@
+"""Extensive energies: a sum of per-atom contributions.
+
+``E = sum_i (scale * head(h_i) + shift + reference[Z_i])``: the head learns
+a dimensionless per-atom correction; ``reference`` (optional per-element
+energies fitted by least squares on the training set), ``shift`` and
+``scale`` come from training statistics. Because it is a sum over atoms the
+energy scales with system size and is exact for supercells.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from matsciml.batch import Batch
+from matsciml.data.schema import MAX_ATOMIC_NUMBER
+from matsciml.tasks.heads import MLPHead, sum_per_structure
+from matsciml.tasks.statistics import energy_statistics
+
+
+class PerAtomEnergy(nn.Module):
+    """Per-atom embeddings ``[N, embedding_dim]`` -> structure energies ``[B]`` (eV)."""
+
+    def __init__(self, embedding_dim: int, hidden_dim: int = 64, num_hidden_layers: int = 1,
+                 activation: str = "silu") -> None:
+        super().__init__()
+        self.head = MLPHead(embedding_dim, 1, hidden_dim, num_hidden_layers, activation)
+        self.register_buffer("references", torch.zeros(MAX_ATOMIC_NUMBER + 1))
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def set_statistics(self, statistics: Mapping[str, Any]) -> None:
+        self.references.copy_(torch.as_tensor(statistics["references"], dtype=self.references.dtype))
+        self.shift.fill_(float(statistics["shift"]))
+        self.scale.fill_(float(statistics["scale"]))
+
+    def forward(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        atom_energy = self.head(embeddings).squeeze(-1) * self.scale + self.shift
+        atom_energy = atom_energy + self.references.to(atom_energy.dtype)[batch.atomic_numbers]
+        return sum_per_structure(atom_energy, batch.structure_index, batch.num_structures)
+
+
+def mean_energy_baseline(train: Sequence[Mapping[str, Any]], evaluate: Sequence[Mapping[str, Any]],
+                         key: str) -> float:
+    """MAE of predicting the training-mean ``key`` for every evaluated structure."""
+    mean = float(np.mean([float(s[key]) for s in train]))
+    return float(np.mean([abs(float(s[key]) - mean) for s in evaluate]))
+
+
+def fit_energy_statistics(head: PerAtomEnergy, samples: Sequence[Mapping[str, Any]], key: str,
+                          use_references: bool) -> dict[str, Any]:
+    statistics = energy_statistics(list(samples), key, use_references)
+    head.set_statistics(statistics)
+    return statistics

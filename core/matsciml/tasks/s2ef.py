@@ -1,0 +1,83 @@
+"""S2EF: structure to energy and forces (Open Catalyst task).
+
+Forces are ``-dE/dpos`` by autograd, with ``create_graph`` during training
+so the force loss trains the weights; they are therefore conservative and
+rotate with the structure whenever the backbone's energy is invariant.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from matsciml.batch import Batch
+from matsciml.tasks.base import BaseTask
+from matsciml.tasks.energy import PerAtomEnergy, fit_energy_statistics, mean_energy_baseline
+
+
+class S2EFTask(BaseTask):
+    """Energy and forces with a weighted L1 loss.
+
+    Args:
+        backbone: per-atom embedding model.
+        energy_weight: weight of the energy term (per-atom energy error / scale).
+        force_weight: weight of the force term (force component error / scale).
+        reference_energies: fit per-element reference energies on the training set.
+        head_hidden_dim, head_layers, activation: the per-atom energy MLP.
+        optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
+    """
+
+    needs_grad_in_eval = True
+    required_targets = ("energy", "forces")
+    progress_metrics = ("energy_mae", "force_mae")
+    per_atom_metrics = ("force_mae", "force_cosine")
+
+    def __init__(self, backbone: torch.nn.Module, energy_weight: float = 1.0, force_weight: float = 10.0,
+                 reference_energies: bool = True, head_hidden_dim: int = 64, head_layers: int = 1,
+                 activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
+                 scheduler: Mapping[str, Any] | None = None) -> None:
+        super().__init__(backbone, optimizer, scheduler)
+        self.energy_weight = energy_weight
+        self.force_weight = force_weight
+        self.reference_energies = reference_energies
+        self.energy_head = PerAtomEnergy(backbone.embedding_dim, head_hidden_dim, head_layers, activation)
+
+    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        fit_energy_statistics(self.energy_head, samples, "energy", self.reference_energies)
+        super().fit_statistics(samples)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.predict(batch)
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"energy": [B], "forces": [N, 3]}``; needs gradients enabled."""
+        pos = batch.pos
+        if not pos.requires_grad:
+            pos.requires_grad_(True)
+        energy = self.energy_head(self.backbone(batch), batch)
+        (gradient,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
+        return {"energy": energy, "forces": -gradient}
+
+    def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        scale = self.energy_head.scale
+        num_atoms = batch.num_atoms.to(prediction["energy"].dtype)
+        energy_error = prediction["energy"] - batch.targets["energy"]
+        force_error = prediction["forces"] - batch.targets["forces"]
+        loss = (self.energy_weight * (energy_error / num_atoms).abs().mean() / scale
+                + self.force_weight * force_error.abs().mean() / scale)
+        cosine = torch.nn.functional.cosine_similarity(prediction["forces"], batch.targets["forces"], dim=-1)
+        metrics = {
+            "energy_mae": energy_error.abs().mean(),
+            "energy_per_atom_mae": (energy_error / num_atoms).abs().mean(),
+            "force_mae": force_error.abs().mean(),
+            "force_cosine": cosine.mean(),
+        }
+        return loss, metrics
+
+    def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
+                         eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        forces = np.concatenate([np.asarray(s["forces"]).ravel() for s in eval_samples])
+        return {"energy_mae": mean_energy_baseline(train_samples, eval_samples, "energy"),
+                "force_mae": float(np.abs(forces).mean()), "force_cosine": 0.0}

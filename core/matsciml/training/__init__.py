@@ -1,0 +1,1 @@
+"""Training through Lightning: data module, run configuration, train and evaluate."""

@@ -1,0 +1,1 @@
+"""A matsciml plugin that cannot be imported (test fixture)."""

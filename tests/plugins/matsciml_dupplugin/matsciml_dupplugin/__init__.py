@@ -1,0 +1,1 @@
+"""A matsciml plugin whose model name clashes with another plugin's (test fixture)."""

@@ -1,0 +1,1 @@
+"""A tiny third-party matsciml plugin (test fixture)."""
