@@ -44,7 +44,7 @@ def matsciml_tasks() -> list[TaskSpec]:
             summary="Structure to energy and forces (OC20 S2EF): E as a sum of per-atom terms, "
                     "forces = -dE/dpos by autograd, weighted L1 loss",
             factory="matsciml.tasks.s2ef:S2EFTask",
-            defaults={"energy_weight": 1.0, "force_weight": 10.0, "reference_energies": True, **_HEAD_DEFAULTS},
+            defaults={"energy_weight": 1.0, "force_weight": 3.0, "reference_energies": True, **_HEAD_DEFAULTS},
             param_help={
                 "energy_weight": "weight of the per-atom energy L1 term (in units of the force RMS)",
                 "force_weight": "weight of the force-component L1 term (in units of the force RMS)",

@@ -34,7 +34,7 @@ class S2EFTask(BaseTask):
     progress_metrics = ("energy_mae", "force_mae")
     per_atom_metrics = ("force_mae", "force_cosine")
 
-    def __init__(self, backbone: torch.nn.Module, energy_weight: float = 1.0, force_weight: float = 10.0,
+    def __init__(self, backbone: torch.nn.Module, energy_weight: float = 1.0, force_weight: float = 3.0,
                  reference_energies: bool = True, head_hidden_dim: int = 64, head_layers: int = 1,
                  activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:

@@ -25,8 +25,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "task": {"name": "s2ef"},
     "representation": {},
     "data": {"batch_size": 8, "num_workers": 0, "statistics_samples": 10000},
-    "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0},
-    "scheduler": None,
+    "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
+    "scheduler": {"name": "cosine"},
     "trainer": {
         "max_epochs": 10,
         "accelerator": "auto",

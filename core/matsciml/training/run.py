@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -184,6 +185,20 @@ def _loggers(run_dir: Path) -> list[Any]:
     return loggers
 
 
+class _DropAdvertisements(logging.Filter):
+    """Lightning 2.6 prints a tip advertising a cloud service at every fit; keep logs about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdvertisements) for f in logger.filters):
+            logger.addFilter(_DropAdvertisements())
+
+
 def train(config: Mapping[str, Any]) -> TrainResult:
     """Train the configured model on the configured dataset and task.
 
@@ -195,6 +210,7 @@ def train(config: Mapping[str, Any]) -> TrainResult:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    _quiet_lightning()
     config = resolve_config(config)
     pl.seed_everything(int(config["run"]["seed"]), workers=True, verbose=False)
     run = build_run(config)

@@ -1,0 +1,48 @@
+"""matsciml hook implementations of matsciml-egnn: describes the ``egnn`` model.
+
+Listing models must stay cheap, so this module imports neither torch nor
+DGL: the factory is named by a string and imported only when a model is built.
+"""
+from __future__ import annotations
+
+from matsciml.hookspecs import hookimpl
+from matsciml.specs import ModelSpec
+
+DEFAULTS: dict[str, object] = {
+    "hidden_dim": 64,
+    "num_layers": 3,
+    "activation": "silu",
+    "attention": True,
+    "residual": True,
+    "layer_norm": False,
+    "cutoff_radius": 6.0,
+    "num_radial": 16,
+}
+"""The defaults of :class:`matsciml_egnn.model.EGNN` (a test keeps them equal)."""
+
+PARAM_HELP: dict[str, str] = {
+    "hidden_dim": "width of atom embeddings, messages and hidden layers (= output embedding width)",
+    "num_layers": "number of E_GCL message-passing layers",
+    "activation": "activation function: silu (paper) or relu",
+    "attention": "gate each message with sigmoid(Linear(m_ij)) (the paper's soft edge inference)",
+    "residual": "residual node update h' = h + phi_h(h, m)",
+    "layer_norm": "LayerNorm on node features after each layer (paper: off)",
+    "cutoff_radius": "Å; messages fade to zero smoothly here; at most the graph's cutoff (6 Å default)",
+    "num_radial": "Gaussian radial basis functions of the distance (0 = the paper's single squared distance)",
+}
+
+
+@hookimpl
+def matsciml_models() -> list[ModelSpec]:
+    """The E(n)-GNN backbone on ``dgl-graph`` batches."""
+    return [
+        ModelSpec(
+            name="egnn",
+            summary="E(n)-equivariant GNN (Satorras et al. 2021), invariant per-atom embeddings",
+            factory="matsciml_egnn.model:EGNN",
+            defaults=dict(DEFAULTS),
+            param_help=dict(PARAM_HELP),
+            representation="dgl-graph",
+            representation_distribution="matsciml-dgl",
+        )
+    ]

@@ -1,0 +1,168 @@
+"""The ``dgl-graph`` representation: one DGL radius graph per structure.
+
+Graph format (what models of ``dgl-graph`` may rely on):
+
+* nodes are the atoms, in sample order;
+* an edge runs from sender ``j`` (``src``, the neighbour) to receiver ``i``
+  (``dst``, the centre atom), for every neighbour strictly closer than
+  ``cutoff_radius``, periodic images included (an atom in a small cell has
+  edges from its own images); there are no self-loops with a zero image;
+* ``g.ndata["atomic_numbers"]``: ``[num_nodes]`` int64;
+* ``g.edata["shift"]``: ``[num_edges, 3]`` float (the representation's
+  dtype), ``image @ cell`` in Å, so the edge vector is
+  ``batch.pos[src] + shift - batch.pos[dst]``;
+* ``g.edata["image"]``: ``[num_edges, 3]`` int64, the image of the sender in
+  lattice vectors (0 along non-periodic directions).
+
+Positions are deliberately not stored in the graph: ``batch.pos`` is the one
+source of truth, so that a task can set ``requires_grad`` on it and get
+forces as -dE/dpos by autograd. A model computes edge vectors from
+``batch.pos`` with the formula above; ``dgl.batch`` offsets node ids, so
+``src`` and ``dst`` of the batched graph index ``batch.pos`` directly.
+
+Per-sample work is one neighbour search (:mod:`matsciml_dgl.neighbors`) and
+one small graph; the batch is array concatenations (:func:`batch_graphs`,
+:func:`matsciml.batch.collate_structures`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import dgl
+import numpy as np
+import torch
+
+from matsciml.batch import Batch, collate_structures
+from matsciml.data.schema import Sample
+from matsciml_dgl.neighbors import radius_graph
+
+_DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
+    "float32": (torch.float32, np.dtype(np.float32)),
+    "float64": (torch.float64, np.dtype(np.float64)),
+}
+
+
+class GraphItem(NamedTuple):
+    """One converted sample: the sample itself (for positions and targets)
+    and its single-structure graph."""
+
+    sample: Sample
+    graph: dgl.DGLGraph
+
+
+class DGLGraphRepresentation:
+    """Turns samples into DGL radius graphs and collates them into a :class:`~matsciml.batch.Batch`.
+
+    Args:
+        cutoff_radius: neighbour cutoff in Å (edges strictly shorter).
+        max_neighbors: keep only the nearest this many neighbours of each
+            atom; None keeps all within the cutoff.
+        dtype: ``"float32"`` or ``"float64"``, the float type of
+            ``edata["shift"]``, ``batch.pos``, the cell and float targets.
+    """
+
+    name = "dgl-graph"
+
+    def __init__(self, cutoff_radius: float = 6.0, max_neighbors: int | None = None,
+                 dtype: str = "float32") -> None:
+        cutoff_radius = float(cutoff_radius)
+        if not cutoff_radius > 0 or not np.isfinite(cutoff_radius):
+            raise ValueError(f"dgl-graph: cutoff_radius must be a positive number of Å, got {cutoff_radius}")
+        if max_neighbors is not None:
+            if isinstance(max_neighbors, bool) or int(max_neighbors) != max_neighbors or max_neighbors < 1:
+                raise ValueError(f"dgl-graph: max_neighbors must be a positive integer or None, "
+                                 f"got {max_neighbors!r}")
+            max_neighbors = int(max_neighbors)
+        dtype_name = str(dtype).removeprefix("torch.")
+        if dtype_name not in _DTYPES:
+            raise ValueError(f"dgl-graph: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.cutoff_radius = cutoff_radius
+        self.max_neighbors = max_neighbors
+        self.dtype = dtype_name
+        self._torch_dtype, self._numpy_dtype = _DTYPES[dtype_name]
+
+    def __call__(self, sample: Sample) -> GraphItem:
+        """The sample with its radius graph (format in the module docstring)."""
+        return GraphItem(sample, self.graph_from_edges(sample, *self.edges(sample)))
+
+    def edges(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The neighbour search: ``(senders, receivers, images)``, ``[num_edges]``,
+        ``[num_edges]`` and ``[num_edges, 3]`` int64 (see
+        :func:`matsciml_dgl.neighbors.radius_graph`)."""
+        return radius_graph(sample["pos"], sample.get("cell"), sample["pbc"], self.cutoff_radius,
+                            self.max_neighbors)
+
+    def graph_from_edges(self, sample: Sample, senders: np.ndarray, receivers: np.ndarray,
+                         images: np.ndarray) -> dgl.DGLGraph:
+        """The single-structure graph of ``sample`` with the given edges."""
+        atomic_numbers = np.asarray(sample["atomic_numbers"], dtype=np.int64)
+        cell = sample.get("cell")
+        if cell is None:
+            shift = np.zeros(images.shape, dtype=self._numpy_dtype)
+        else:
+            # [num_edges, 3] Cartesian offsets of the sender images, Å
+            shift = (images @ np.asarray(cell, dtype=np.float64)).astype(self._numpy_dtype, copy=False)
+        graph = dgl.graph((torch.from_numpy(senders), torch.from_numpy(receivers)),
+                          num_nodes=len(atomic_numbers), idtype=torch.int64)
+        graph.ndata["atomic_numbers"] = torch.from_numpy(atomic_numbers)
+        graph.edata["shift"] = torch.from_numpy(shift)
+        graph.edata["image"] = torch.from_numpy(images)
+        return graph
+
+    def collate(self, items: Sequence[GraphItem]) -> Batch:
+        """A :class:`~matsciml.batch.Batch` whose ``inputs`` is the batched graph.
+
+        Node ``n`` of the batched graph is row ``n`` of ``batch.pos``,
+        ``batch.atomic_numbers`` and atom-wise targets.
+        """
+        if not items:
+            raise ValueError("dgl-graph: cannot collate an empty list of samples")
+        graph = batch_graphs([item.graph for item in items])
+        return collate_structures([item.sample for item in items], inputs=graph, dtype=self._torch_dtype)
+
+    def __repr__(self) -> str:
+        return (f"DGLGraphRepresentation(cutoff_radius={self.cutoff_radius}, "
+                f"max_neighbors={self.max_neighbors}, dtype={self.dtype!r})")
+
+
+def batch_graphs(graphs: Sequence[dgl.DGLGraph]) -> dgl.DGLGraph:
+    """The same batched graph as ``dgl.batch(graphs)``, built from concatenated arrays.
+
+    Node ids of graph ``k`` are offset by the nodes of the graphs before it;
+    ``batch_num_nodes`` / ``batch_num_edges`` are set, so ``dgl.unbatch`` and
+    DGL's readout functions work; node and edge data are concatenated.
+
+    Why not ``dgl.batch``: its graph union is an OpenMP-parallel kernel, and
+    on the 2-core machine, when another process holds a core, each such
+    region waits milliseconds for its worker thread. With one training run
+    beside it, the pipeline of ``benchmarks/graph_pipeline.py`` fell to
+    about 280 samples/s with ``dgl.batch`` against 400 with this (and 800
+    once the core's ``collate_structures`` also avoids an OpenMP op); idle,
+    both take about the same time. numpy concatenation is serial.
+    """
+    num_nodes = np.fromiter((graph.num_nodes() for graph in graphs), dtype=np.int64, count=len(graphs))
+    num_edges = np.fromiter((graph.num_edges() for graph in graphs), dtype=np.int64, count=len(graphs))
+    node_offsets = np.repeat(np.cumsum(num_nodes) - num_nodes, num_edges)  # [num_edges_total]
+    ends = [graph.edges() for graph in graphs]
+    senders = np.concatenate([src.numpy() for src, _ in ends]) + node_offsets
+    receivers = np.concatenate([dst.numpy() for _, dst in ends]) + node_offsets
+    batched = dgl.graph((torch.from_numpy(senders), torch.from_numpy(receivers)),
+                        num_nodes=int(num_nodes.sum()), idtype=torch.int64)
+    batched.set_batch_num_nodes(torch.from_numpy(num_nodes))
+    batched.set_batch_num_edges(torch.from_numpy(num_edges))
+    for key in graphs[0].ndata:
+        batched.ndata[key] = torch.from_numpy(np.concatenate([graph.ndata[key].numpy() for graph in graphs]))
+    for key in graphs[0].edata:
+        batched.edata[key] = torch.from_numpy(np.concatenate([graph.edata[key].numpy() for graph in graphs]))
+    return batched
+
+
+def edge_vectors(batch: Batch) -> torch.Tensor:
+    """``[num_edges, 3]`` edge vectors ``pos[src] + shift - pos[dst]`` in Å, from ``batch.pos``.
+
+    A helper for models and tests; differentiable with respect to ``batch.pos``.
+    """
+    graph: Any = batch.inputs
+    src, dst = graph.edges()
+    return batch.pos[src] + graph.edata["shift"].to(batch.pos.dtype) - batch.pos[dst]

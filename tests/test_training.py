@@ -1,0 +1,314 @@
+"""The training pipeline: config, S2EF physics, learning, checkpoints, CLI.
+
+Learning tests train E(n)-GNN for a few CPU epochs on real DFT data
+(../shared/devsets/lips.extxyz) and on the shipped EMT IS2RE devset, and
+compare with the trivial baseline computed on the same validation split.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matsciml.registry import get_registry
+from matsciml.testing import (
+    finite_difference_forces,
+    make_supercell,
+    permute_sample,
+    random_periodic_sample,
+    random_rotation,
+    rotate_sample,
+    translate_sample,
+)
+from matsciml.training.config import build_config, dump_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _matsciml(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "matsciml", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+# ---------------------------------------------------------------- config
+def test_overrides_parse_yaml_values_and_nest() -> None:
+    """`a.b=value` overrides parse values as YAML and create nested keys."""
+    config = build_config(overrides=["trainer.max_epochs=3", "model.hidden_dim=32", "dataset.split=[0.5,0.25,0.25]",
+                                     "scheduler.name=cosine"])
+    assert config["trainer"]["max_epochs"] == 3
+    assert config["model"] == {"name": "egnn", "hidden_dim": 32}
+    assert config["dataset"]["split"] == [0.5, 0.25, 0.25]
+    assert config["scheduler"] == {"name": "cosine"}
+
+
+def test_unknown_section_is_named_with_a_suggestion() -> None:
+    """A misspelt section fails with the name and a suggestion."""
+    from matsciml.errors import MatscimlError
+
+    with pytest.raises(MatscimlError, match=r"'trainr' \(did you mean 'trainer'\?\)"):
+        build_config(overrides=["trainr.max_epochs=3"])
+
+
+@pytest.mark.dgl
+def test_print_config_round_trips(tmp_path: Path) -> None:
+    """The resolved config printed by --print-config reads back to the same config."""
+    first = _matsciml("train", "--print-config", "model.hidden_dim=24", "trainer.max_epochs=2")
+    assert first.returncode == 0, first.stderr
+    assert "hidden_dim: 24" in first.stdout and "cutoff_radius: 6.0" in first.stdout
+    saved = tmp_path / "config.yaml"
+    saved.write_text(first.stdout)
+    second = _matsciml("train", "--print-config", "--config", str(saved))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+
+
+@pytest.mark.dgl
+def test_model_and_representation_cutoffs_follow_each_other() -> None:
+    """Setting one cutoff sets both; setting them differently is an error naming both keys."""
+    from matsciml.errors import IncompatibleComponentsError
+    from matsciml.training.run import resolve_config
+
+    config = resolve_config(build_config(overrides=["representation.cutoff_radius=4.5"]))
+    assert config["model"]["cutoff_radius"] == 4.5 == config["representation"]["cutoff_radius"]
+    with pytest.raises(IncompatibleComponentsError, match="model.cutoff_radius=5.0 and representation.cutoff_radius=4.0"):
+        resolve_config(build_config(overrides=["representation.cutoff_radius=4.0", "model.cutoff_radius=5.0"]))
+
+
+@pytest.mark.dgl
+def test_task_needing_missing_targets_is_refused() -> None:
+    """S2EF on the IS2RE devset (no forces) fails before training, naming what is missing."""
+    from matsciml.errors import IncompatibleComponentsError
+    from matsciml.training.run import build_run, resolve_config
+
+    config = resolve_config(build_config(overrides=["dataset.name=slab-emt-is2re"]))
+    with pytest.raises(IncompatibleComponentsError, match="needs forces in every sample, but dataset .slab-emt-is2re. does not have it"):
+        build_run(config)
+
+
+# ---------------------------------------------------------------- S2EF physics
+def _s2ef_setup(cutoff: float = 4.0):
+    import torch
+
+    from matsciml.tasks.s2ef import S2EFTask
+
+    torch.manual_seed(0)
+    registry = get_registry()
+    backbone = registry.model("egnn").build(hidden_dim=16, num_layers=2, cutoff_radius=cutoff).double()
+    task = S2EFTask(backbone).double().eval()
+    rng = np.random.default_rng(1)
+    task.energy_head.set_statistics({"references": rng.normal(size=119), "shift": 0.3, "scale": 0.7})
+    representation = registry.representation("dgl-graph").build(cutoff_radius=cutoff, dtype="float64")
+
+    def energy_and_forces(sample: dict) -> tuple[float, np.ndarray]:
+        batch = representation.collate([representation(sample)])
+        prediction = task.predict(batch)
+        return float(prediction["energy"][0]), prediction["forces"].detach().numpy()
+
+    return energy_and_forces
+
+
+def _close(a: float, b: float, tolerance: float = 1e-5) -> bool:
+    return abs(a - b) <= tolerance * max(abs(a), abs(b), 1e-12)
+
+
+@pytest.mark.dgl
+def test_s2ef_energy_invariant_and_forces_equivariant_under_rotation() -> None:
+    """Rotating a periodic structure (cell included) leaves E unchanged and rotates F."""
+    energy_and_forces = _s2ef_setup()
+    rng = np.random.default_rng(2)
+    for trial in range(3):
+        sample = random_periodic_sample(rng, num_atoms=10, cell_length=5.0, skew=0.3)
+        rotation = random_rotation(rng)
+        energy, forces = energy_and_forces(sample)
+        rotated_energy, rotated_forces = energy_and_forces(rotate_sample(sample, rotation))
+        assert _close(energy, rotated_energy), (trial, energy, rotated_energy)
+        np.testing.assert_allclose(rotated_forces, forces @ rotation.T, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.dgl
+def test_s2ef_energy_invariant_under_translation_and_permutation() -> None:
+    """Translating or reordering the atoms changes neither E nor the (reordered) forces."""
+    energy_and_forces = _s2ef_setup()
+    rng = np.random.default_rng(3)
+    sample = random_periodic_sample(rng, num_atoms=9)
+    energy, forces = energy_and_forces(sample)
+    moved_energy, moved_forces = energy_and_forces(translate_sample(sample, rng.normal(size=3) * 3.0))
+    assert _close(energy, moved_energy)
+    np.testing.assert_allclose(moved_forces, forces, rtol=1e-6, atol=1e-9)
+    order = rng.permutation(9)
+    permuted_energy, permuted_forces = energy_and_forces(permute_sample(sample, order))
+    assert _close(energy, permuted_energy)
+    np.testing.assert_allclose(permuted_forces, forces[order], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.dgl
+def test_s2ef_forces_are_minus_the_energy_gradient() -> None:
+    """Autograd forces equal central finite differences of the energy (float64)."""
+    energy_and_forces = _s2ef_setup()
+    rng = np.random.default_rng(4)
+    sample = random_periodic_sample(rng, num_atoms=6, cell_length=4.5)
+    _, forces = energy_and_forces(sample)
+
+    def energy_at(pos: np.ndarray) -> float:
+        return energy_and_forces({**sample, "pos": pos})[0]
+
+    numerical = finite_difference_forces(energy_at, sample["pos"], step=1e-4)
+    assert np.abs(forces).max() > 1e-3  # a test of something
+    np.testing.assert_allclose(forces, numerical, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.dgl
+def test_s2ef_energy_is_extensive_over_supercells() -> None:
+    """A periodic structure written as a supercell of k cells has k times the energy, same forces."""
+    energy_and_forces = _s2ef_setup()
+    rng = np.random.default_rng(5)
+    sample = random_periodic_sample(rng, num_atoms=5, cell_length=4.0, skew=0.2)
+    energy, forces = energy_and_forces(sample)
+    for repeats in ((2, 1, 1), (2, 2, 1)):
+        cells = int(np.prod(repeats))
+        super_energy, super_forces = energy_and_forces(make_supercell(sample, repeats))
+        assert _close(super_energy, cells * energy), (repeats, super_energy, cells * energy)
+        np.testing.assert_allclose(super_forces, np.tile(forces, (cells, 1)), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.dgl
+def test_s2ef_physics_on_a_real_lips_frame(devsets_dir: Path) -> None:
+    """On a real 83-atom periodic Li-P-S frame: rotation, translation and permutation invariance."""
+    import ase.io
+
+    from matsciml.data.ase_import import atoms_to_sample
+    from matsciml.data.schema import validate_sample
+
+    sample = validate_sample(atoms_to_sample(ase.io.read(devsets_dir / "lips.extxyz", index=0)))
+    energy_and_forces = _s2ef_setup(cutoff=6.0)
+    rng = np.random.default_rng(6)
+    energy, forces = energy_and_forces(sample)
+    rotation = random_rotation(rng)
+    order = rng.permutation(len(sample["atomic_numbers"]))
+    transformed = permute_sample(translate_sample(rotate_sample(sample, rotation), [1.0, -2.0, 0.5]), order)
+    new_energy, new_forces = energy_and_forces(transformed)
+    assert _close(energy, new_energy)
+    np.testing.assert_allclose(new_forces, (forces @ rotation.T)[order], rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------- learning
+def _train(overrides: list[str], tmp_path: Path, name: str):
+    from matsciml.training.run import train
+
+    config = build_config(overrides=[
+        f"run.dir={tmp_path}", f"run.name={name}", "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu", "trainer.enable_model_summary=false", *overrides])
+    return train(config)
+
+
+@pytest.fixture(scope="module")
+def lips_dataset(devsets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from matsciml.data.ase_import import convert
+
+    output = tmp_path_factory.mktemp("lips") / "lips.lmdb"
+    convert([devsets_dir / "lips.extxyz"], output, progress=False)
+    return output
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_egnn_learns_energies_and_forces_of_real_dft_data(lips_dataset: Path, tmp_path: Path) -> None:
+    """A short CPU run on LiPS (DFT) beats the zero-force baseline by >= 30% and the mean-energy baseline."""
+    result = _train([f"dataset.name={lips_dataset}", "task.name=s2ef", "trainer.max_epochs=20",
+                     "optimizer.lr=0.004", "scheduler.name=cosine", "model.hidden_dim=32", "model.num_layers=2",
+                     "dataset.split=[0.7,0.3,0.0]"], tmp_path, "lips")
+    metrics, baseline = result.metrics, result.baseline
+    print("lips s2ef:", json.dumps({"metrics": metrics, "baseline": baseline}))
+    assert metrics["force_mae"] <= 0.7 * baseline["force_mae"], (metrics, baseline)
+    assert metrics["energy_mae"] < baseline["energy_mae"], (metrics, baseline)
+
+
+@pytest.fixture(scope="module")
+def is2re_run(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("is2re")
+    return _train(["dataset.name=slab-emt-is2re", "task.name=is2re", "trainer.max_epochs=25",
+                   "optimizer.lr=0.003", "model.hidden_dim=32", "model.num_layers=2",
+                   "dataset.split=[0.7,0.3,0.0]", "data.batch_size=8"], run_dir, "is2re")
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_egnn_learns_relaxed_energies_of_the_shipped_devset(is2re_run) -> None:
+    """IS2RE on the shipped EMT devset beats the mean-predictor baseline."""
+    print("is2re:", json.dumps({"metrics": is2re_run.metrics, "baseline": is2re_run.baseline}))
+    assert is2re_run.metrics["energy_mae"] < is2re_run.baseline["energy_mae"]
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_run_directory_keeps_config_split_checkpoints_and_metrics(is2re_run) -> None:
+    """The run directory holds the resolved config, split, best/last checkpoints, CSV log and metrics."""
+    run_dir = is2re_run.run_dir
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "split.json").is_file()
+    assert is2re_run.best_checkpoint.is_file() and is2re_run.last_checkpoint.is_file()
+    assert (run_dir / "logs" / "metrics.csv").is_file()
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert recorded["metrics"] == is2re_run.metrics
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_reloaded_checkpoint_gives_the_same_metrics(is2re_run) -> None:
+    """Train, checkpoint, reload and evaluate: the same metrics, in-process and through the CLI."""
+    from matsciml.training.run import evaluate_task, load_checkpoint
+
+    loaded = load_checkpoint(is2re_run.best_checkpoint)
+    again = evaluate_task(loaded.task, loaded.run.datamodule, "val")
+    for name, value in is2re_run.metrics.items():
+        assert again[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    done = _matsciml("evaluate", str(is2re_run.best_checkpoint), "--json")
+    assert done.returncode == 0, done.stderr
+    reported = json.loads(done.stdout)["metrics"]
+    for name, value in is2re_run.metrics.items():
+        assert reported[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+# ---------------------------------------------------------------- CLI and plugins
+@pytest.mark.dgl
+def test_info_egnn_shows_hyperparameters_size_and_needs() -> None:
+    """`matsciml info egnn`: hyper-parameters, parameter count, and that it needs dgl-graph."""
+    done = _matsciml("info", "egnn")
+    assert done.returncode == 0, done.stderr
+    assert "model egnn  (from matsciml-egnn" in done.stdout
+    assert "needs representation: dgl-graph (installed)" in done.stdout
+    assert "parameters: 85,315 (with default hyper-parameters)" in done.stdout
+    for name in ("hidden_dim", "num_layers", "cutoff_radius", "activation"):
+        assert name in done.stdout
+
+
+def _dgl_representation_installed() -> bool:
+    return any(spec.name == "dgl-graph" for spec in get_registry().list("representation"))
+
+
+def test_training_egnn_without_the_dgl_plugin_names_the_package(tmp_path: Path) -> None:
+    """With matsciml-egnn installed but not matsciml-dgl, train fails naming `pip install matsciml-dgl`."""
+    if _dgl_representation_installed():
+        pytest.skip("matsciml-dgl is installed in this environment; this test runs in the current-torch "
+                    "environment (.venv-current), which has no DGL")
+    target = tmp_path / "site"
+    shutil.copytree(REPO_ROOT / "matsciml_egnn", tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                              "--no-index", "--target", str(target), str(tmp_path / "src")],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    listed = _matsciml("models", env=env)
+    assert "egnn" in listed.stdout, listed.stdout + listed.stderr
+    done = _matsciml("train", "--model", "egnn", "--dataset", "slab-emt-s2ef", env=env)
+    assert done.returncode == 1
+    assert "needs the representation 'dgl-graph', which is not installed" in done.stderr
+    assert "pip install matsciml-dgl" in done.stderr
+    info = _matsciml("info", "egnn", env=env)
+    assert "NOT installed: pip install matsciml-dgl" in info.stdout, info.stdout + info.stderr
