@@ -350,6 +350,23 @@ def test_info_on_a_clashing_name_shows_every_provider(cli) -> None:
     assert "model toy-mlp  (from matsciml-toyplugin 0.3.1)" in done.stdout
 
 
+def test_training_a_clashing_model_fails_naming_both_distributions(cli) -> None:
+    """`matsciml train --model toy-mlp` exits 1 with one line naming both providers."""
+    done = cli("train", "--model", "toy-mlp", "--task", "toy-task", "--dataset", "toy-dataset", "--print-config")
+    assert done.returncode == 1
+    assert done.stderr.startswith("matsciml: error: model 'toy-mlp' is provided by more than one")
+    assert "matsciml-toyplugin" in done.stderr and "matsciml-dupplugin" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_training_a_model_of_a_broken_plugin_reports_its_import_error(cli) -> None:
+    """`matsciml train --model broken` exits 1 with the plugin's original error and the fix."""
+    done = cli("train", "--model", "broken", "--print-config")
+    assert done.returncode == 1
+    assert "simulated import failure in broken plugin" in done.stderr
+    assert "pip install --force-reinstall matsciml-brokenplugin" in done.stderr
+
+
 def test_other_components_of_the_clashing_plugin_still_resolve(cli, api) -> None:
     """dup-only-dataset, from the distribution that causes the clash, resolves and builds."""
     assert api["dup_only"] == {"ok": True, "value": {"name": "dup-only-dataset",

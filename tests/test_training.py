@@ -312,3 +312,29 @@ def test_training_egnn_without_the_dgl_plugin_names_the_package(tmp_path: Path) 
     assert "pip install matsciml-dgl" in done.stderr
     info = _matsciml("info", "egnn", env=env)
     assert "NOT installed: pip install matsciml-dgl" in info.stdout, info.stdout + info.stderr
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_property_regression_learns_two_targets_of_materials_project(devsets_dir: Path, tmp_path: Path) -> None:
+    """Band gap and formation energy per atom (Materials Project) both beat their training-mean baseline."""
+    from matsciml.data.ase_import import convert
+
+    dataset = tmp_path / "mp.lmdb"
+    convert([devsets_dir / "materials_project.extxyz"], dataset, progress=False)
+    result = _train([f"dataset.name={dataset}", "task.name=regression",
+                     "task.targets=[band_gap,formation_energy_per_atom]", "trainer.max_epochs=30",
+                     "model.hidden_dim=32", "model.num_layers=2", "dataset.split=[0.7,0.3,0.0]"], tmp_path, "mp")
+    print("mp regression:", json.dumps({"metrics": result.metrics, "baseline": result.baseline}))
+    for target in ("band_gap", "formation_energy_per_atom"):
+        assert result.metrics[f"{target}_mae"] < 0.8 * result.baseline[f"{target}_mae"], target
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_evaluate_on_another_dataset_through_the_cli(is2re_run) -> None:
+    """`matsciml evaluate CKPT --dataset NAME --split all` scores every structure of that dataset."""
+    done = _matsciml("evaluate", str(is2re_run.best_checkpoint), "--dataset", "slab-emt-is2re", "--split", "all")
+    assert done.returncode == 0, done.stderr
+    assert "on slab-emt-is2re (all split)" in done.stdout
+    assert "energy_mae" in done.stdout
