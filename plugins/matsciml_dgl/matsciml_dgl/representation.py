@@ -21,8 +21,8 @@ forces as -dE/dpos by autograd. A model computes edge vectors from
 ``src`` and ``dst`` of the batched graph index ``batch.pos`` directly.
 
 Per-sample work is one neighbour search (:mod:`matsciml_dgl.neighbors`) and
-one small graph; the batch is array concatenations (:func:`batch_graphs`,
-:func:`matsciml.batch.collate_structures`).
+one small graph; a batch is ``dgl.batch`` of those graphs plus array concatenations
+(:func:`matsciml.batch.collate_structures`).
 """
 from __future__ import annotations
 
@@ -118,44 +118,12 @@ class DGLGraphRepresentation:
         """
         if not items:
             raise ValueError("dgl-graph: cannot collate an empty list of samples")
-        graph = batch_graphs([item.graph for item in items])
+        graph = dgl.batch([item.graph for item in items])
         return collate_structures([item.sample for item in items], inputs=graph, dtype=self._torch_dtype)
 
     def __repr__(self) -> str:
         return (f"DGLGraphRepresentation(cutoff_radius={self.cutoff_radius}, "
                 f"max_neighbors={self.max_neighbors}, dtype={self.dtype!r})")
-
-
-def batch_graphs(graphs: Sequence[dgl.DGLGraph]) -> dgl.DGLGraph:
-    """The same batched graph as ``dgl.batch(graphs)``, built from concatenated arrays.
-
-    Node ids of graph ``k`` are offset by the nodes of the graphs before it;
-    ``batch_num_nodes`` / ``batch_num_edges`` are set, so ``dgl.unbatch`` and
-    DGL's readout functions work; node and edge data are concatenated.
-
-    Why not ``dgl.batch``: its graph union is an OpenMP-parallel kernel, and
-    on the 2-core machine, when another process holds a core, each such
-    region waits milliseconds for its worker thread. With one training run
-    beside it, the pipeline of ``benchmarks/graph_pipeline.py`` fell to
-    about 280 samples/s with ``dgl.batch`` against 400 with this (and 800
-    once the core's ``collate_structures`` also avoids an OpenMP op); idle,
-    both take about the same time. numpy concatenation is serial.
-    """
-    num_nodes = np.fromiter((graph.num_nodes() for graph in graphs), dtype=np.int64, count=len(graphs))
-    num_edges = np.fromiter((graph.num_edges() for graph in graphs), dtype=np.int64, count=len(graphs))
-    node_offsets = np.repeat(np.cumsum(num_nodes) - num_nodes, num_edges)  # [num_edges_total]
-    ends = [graph.edges() for graph in graphs]
-    senders = np.concatenate([src.numpy() for src, _ in ends]) + node_offsets
-    receivers = np.concatenate([dst.numpy() for _, dst in ends]) + node_offsets
-    batched = dgl.graph((torch.from_numpy(senders), torch.from_numpy(receivers)),
-                        num_nodes=int(num_nodes.sum()), idtype=torch.int64)
-    batched.set_batch_num_nodes(torch.from_numpy(num_nodes))
-    batched.set_batch_num_edges(torch.from_numpy(num_edges))
-    for key in graphs[0].ndata:
-        batched.ndata[key] = torch.from_numpy(np.concatenate([graph.ndata[key].numpy() for graph in graphs]))
-    for key in graphs[0].edata:
-        batched.edata[key] = torch.from_numpy(np.concatenate([graph.edata[key].numpy() for graph in graphs]))
-    return batched
 
 
 def edge_vectors(batch: Batch) -> torch.Tensor:
