@@ -44,10 +44,16 @@ class PerAtomEnergy(nn.Module):
 
 
 def mean_energy_baseline(train: Sequence[Mapping[str, Any]], evaluate: Sequence[Mapping[str, Any]],
-                         key: str) -> float:
-    """MAE of predicting the training-mean ``key`` for every evaluated structure."""
+                         key: str) -> dict[str, float]:
+    """MAEs of the mean predictors of ``key``: ``energy_mae`` predicts the training
+    mean total energy, ``energy_per_atom_mae`` the training mean energy per atom."""
+    def per_atom(sample: Mapping[str, Any]) -> float:
+        return float(sample[key]) / len(sample["atomic_numbers"])
+
     mean = float(np.mean([float(s[key]) for s in train]))
-    return float(np.mean([abs(float(s[key]) - mean) for s in evaluate]))
+    mean_per_atom = float(np.mean([per_atom(s) for s in train]))
+    return {"energy_mae": float(np.mean([abs(float(s[key]) - mean) for s in evaluate])),
+            "energy_per_atom_mae": float(np.mean([abs(per_atom(s) - mean_per_atom) for s in evaluate]))}
 
 
 def fit_energy_statistics(head: PerAtomEnergy, samples: Sequence[Mapping[str, Any]], key: str,

@@ -54,4 +54,4 @@ class IS2RETask(BaseTask):
 
     def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
                          eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        return {"energy_mae": mean_energy_baseline(train_samples, eval_samples, "relaxed_energy")}
+        return mean_energy_baseline(train_samples, eval_samples, "relaxed_energy")

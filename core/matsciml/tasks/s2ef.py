@@ -79,5 +79,5 @@ class S2EFTask(BaseTask):
     def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
                          eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         forces = np.concatenate([np.asarray(s["forces"]).ravel() for s in eval_samples])
-        return {"energy_mae": mean_energy_baseline(train_samples, eval_samples, "energy"),
+        return {**mean_energy_baseline(train_samples, eval_samples, "energy"),
                 "force_mae": float(np.abs(forces).mean()), "force_cosine": 0.0}
