@@ -338,3 +338,31 @@ def test_evaluate_on_another_dataset_through_the_cli(is2re_run) -> None:
     assert done.returncode == 0, done.stderr
     assert "on slab-emt-is2re (all split)" in done.stdout
     assert "energy_mae" in done.stdout
+
+
+def test_unknown_trainer_setting_is_named() -> None:
+    """A trainer key Lightning does not know fails with that key named, not a traceback."""
+    from matsciml.errors import MatscimlError
+    from matsciml.training.run import make_trainer
+
+    with pytest.raises(MatscimlError, match="trainer.max_epoch is not an argument of pytorch_lightning.Trainer"):
+        make_trainer({"max_epoch": 3})
+
+
+@pytest.mark.dgl
+def test_loader_workers_give_the_same_batches_as_the_main_process() -> None:
+    """With 2 DataLoader workers the representation runs in the workers and batches are unchanged."""
+    import torch
+
+    from matsciml.training.run import build_run, resolve_config
+
+    config = resolve_config(build_config(overrides=["data.batch_size=16"]))
+    run = build_run(config)
+    serial = list(run.datamodule.loader("val"))
+    run.datamodule.num_workers = 2
+    parallel = list(run.datamodule.loader("val"))
+    assert len(serial) == len(parallel) > 0
+    for one, two in zip(serial, parallel):
+        assert torch.equal(one.pos, two.pos) and torch.equal(one.targets["forces"], two.targets["forces"])
+        assert torch.equal(torch.stack(one.inputs.edges()), torch.stack(two.inputs.edges()))
+        assert torch.equal(one.inputs.edata["shift"], two.inputs.edata["shift"])

@@ -230,17 +230,15 @@ def train(config: Mapping[str, Any]) -> TrainResult:
     if stopping:
         callbacks.append(EarlyStopping(monitor=stopping.get("monitor", "val/loss"), mode="min",
                                        patience=int(stopping.get("patience", 20))))
-    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=_loggers(run_dir), callbacks=callbacks,
-                         inference_mode=False, **config["trainer"])
+    trainer = make_trainer(config["trainer"], default_root_dir=str(run_dir), logger=_loggers(run_dir),
+                           callbacks=callbacks)
     trainer.fit(run.task, datamodule=run.datamodule)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
     if best is not None:
-        best_task = load_checkpoint(best).task
-    else:
-        best_task = run.task
-    metrics = evaluate_task(best_task, run.datamodule, "val", trainer_options=config["trainer"])
+        run.task.load_state_dict(_read_checkpoint(best)["state_dict"])
+    metrics = evaluate_task(run.task, run.datamodule, "val", trainer_options=config["trainer"])
     baseline = run.task.baseline_metrics(train_samples, run.datamodule.samples("val"))
     result = TrainResult(run_dir=run_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics,
                          baseline=baseline, epochs=int(trainer.current_epoch))
@@ -266,15 +264,8 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) ->
     The checkpoint carries the resolved config and the split, so nothing
     else is needed; ``dataset`` evaluates on another dataset instead.
     """
-    import torch
-
     path = Path(path)
-    if not path.is_file():
-        raise MatscimlError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except TypeError:  # torch < 1.13 has no weights_only
-        checkpoint = torch.load(path, map_location="cpu")
+    checkpoint = _read_checkpoint(path)
     record = checkpoint.get("matsciml")
     if not record:
         raise MatscimlError(f"{path} is not a matsciml checkpoint (no run record); it was not written by `matsciml train`")
@@ -286,16 +277,42 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) ->
     return LoadedRun(config=config, split=split, task=run.task, run=run)
 
 
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    if not path.is_file():
+        raise MatscimlError(f"checkpoint {path} does not exist")
+    # Our own checkpoints hold the run record (plain Python data) beside the
+    # tensors, so they are loaded in full; load only checkpoints you trust.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
+    """A Lightning Trainer from the config's ``trainer`` section.
+
+    ``inference_mode`` is off so tasks can differentiate through positions
+    (forces) during validation.
+    """
+    import inspect
+
+    import pytorch_lightning as pl
+
+    accepted = inspect.signature(pl.Trainer.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MatscimlError(f"trainer.{unknown[0]} is not an argument of pytorch_lightning.Trainer; "
+                            f"see its documentation for the accepted settings")
+    return pl.Trainer(inference_mode=False, **{**options, **fixed})
+
+
 def evaluate_task(task: Any, datamodule: Any, part: str = "val",
                   trainer_options: Mapping[str, Any] | None = None) -> dict[str, float]:
     """The task's metrics on one split (``train``, ``val``, ``test`` or ``all``)."""
-    import pytorch_lightning as pl
-
     options = {k: v for k, v in (trainer_options or {}).items()
                if k in ("accelerator", "devices", "precision")}
     options["devices"] = 1  # evaluation on one device: exact, order-independent sums
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, inference_mode=False, **options)
+    trainer = make_trainer(options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False)
     loader = datamodule.loader(part)
     (results,) = trainer.validate(task, dataloaders=loader, verbose=False)
     return {key.split("/", 1)[1]: float(value) for key, value in results.items() if key.startswith("val/")}
