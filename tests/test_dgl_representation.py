@@ -8,16 +8,14 @@ So this module imports neither DGL nor the plugin at collection time.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from matsciml.testing import random_molecule_sample, random_periodic_sample, random_rotation
+from matsciml.testing import brute_force_neighbors, random_molecule_sample, random_periodic_sample, random_rotation
 
 CUTOFF = 6.0
 # Edges whose length is this close to the cutoff may fall either side of it
@@ -28,55 +26,13 @@ Edge = tuple[int, int, tuple[int, int, int]]
 
 
 # ----------------------------------------------------------------- reference
-def _complete_basis(cell: np.ndarray | None, pbc: np.ndarray) -> np.ndarray:
-    """Periodic cell vectors plus orthonormal vectors for the open directions."""
-    basis = np.eye(3) if cell is None else np.array(cell, dtype=np.float64)
-    periodic = basis[pbc]
-    if len(periodic) == 3:
-        return basis
-    if len(periodic) == 0:
-        return np.eye(3)
-    # orthonormal complement of the periodic vectors, from an SVD
-    _, _, vt = np.linalg.svd(periodic)
-    basis[~pbc] = vt[len(periodic):]
-    return basis
-
-
 def brute_force_edges(pos: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray,
                       cutoff: float) -> dict[Edge, float]:
-    """Every (sender, receiver, image) closer than ``cutoff``, with its length.
-
-    Images along periodic direction k run over |S_k| <= n_k with
-    n_k = ceil(cutoff / plane spacing_k + spread of the atoms' fractional
-    coordinate k): the plane spacing is 1 / |reciprocal vector k|, and the
-    spread term covers positions that are not wrapped into the cell.
-    """
-    pos = np.asarray(pos, dtype=np.float64)
-    pbc = np.asarray(pbc, dtype=bool)
-    basis = _complete_basis(cell, pbc)
-    reciprocal = np.linalg.inv(basis)  # column k: reciprocal vector k
-    fractional = pos @ reciprocal
-    ranges = []
-    for k in range(3):
-        if pbc[k]:
-            spacing = 1.0 / np.linalg.norm(reciprocal[:, k])
-            n_k = math.ceil(cutoff / spacing + np.ptp(fractional[:, k]))
-            ranges.append(range(-n_k, n_k + 1))
-        else:
-            ranges.append(range(1))
-    images = np.array(list(itertools.product(*ranges)), dtype=np.int64)  # [num_images, 3]
-    offsets = images @ basis
-    # [receiver, sender, image, 3]
-    vectors = pos[None, :, None, :] + offsets[None, None, :, :] - pos[:, None, None, :]
-    lengths = np.linalg.norm(vectors, axis=-1)
-    receivers, senders, image_index = np.nonzero(lengths < cutoff + 1e-6)
-    edges: dict[Edge, float] = {}
-    for r, s, m in zip(receivers.tolist(), senders.tolist(), image_index.tolist()):
-        image = tuple(images[m].tolist())
-        if r == s and image == (0, 0, 0):
-            continue
-        edges[(s, r, image)] = float(lengths[r, s, m])
-    return edges
+    """Every (sender, receiver, image) within a hair of ``cutoff``, with its length
+    (from the core's brute-force reference, :func:`matsciml.testing.brute_force_neighbors`)."""
+    senders, receivers, images, lengths = brute_force_neighbors(pos, cell, pbc, cutoff + 1e-6)
+    return {(s, r, tuple(image)): length for s, r, image, length
+            in zip(senders.tolist(), receivers.tolist(), images.tolist(), lengths.tolist())}
 
 
 def edge_set(senders: np.ndarray, receivers: np.ndarray, images: np.ndarray) -> set[Edge]:

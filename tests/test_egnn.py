@@ -41,6 +41,7 @@ dgl = pytest.importorskip("dgl", reason="DGL is not installed (the current-torch
 from matsciml.batch import Batch, collate_structures
 from matsciml.interfaces import Backbone
 from matsciml.testing import (
+    brute_force_neighbors,
     finite_difference_forces,
     make_supercell,
     permute_sample,
@@ -61,38 +62,14 @@ DEFAULT_PARAMETERS = 118 * 64 + 3 * (6 * 64 * 64 + 6 * 64 + 1 + 64 * 15)  # 85,3
 
 # ------------------------------------------------------------------ helpers
 def radius_graph(sample: Mapping[str, Any], cutoff: float = CUTOFF) -> dgl.DGLGraph:
-    """All pairs closer than ``cutoff`` (Å), periodic images included, no self-loops.
-
-    Vectorised brute force over every image within reach, in float64. Atoms
-    may lie outside the cell: each is first wrapped into it, and its wrap
-    offset is folded back into the edge's shift, so the shift refers to the
-    sample's own positions.
-    """
-    pos = np.asarray(sample["pos"], dtype=np.float64)
-    num_atoms = len(pos)
+    """All pairs closer than ``cutoff`` (Å), periodic images included, no self-loops,
+    from the core's brute-force reference (no dependency on matsciml-dgl)."""
     pbc = np.asarray(sample.get("pbc", [False] * 3), dtype=bool)
-    if pbc.any():
-        cell = np.asarray(sample["cell"], dtype=np.float64)
-        inverse = np.linalg.inv(cell)
-        offset = np.where(pbc, np.floor(pos @ inverse), 0.0)  # [N, 3] cell index of each atom
-        wrapped = pos - offset @ cell
-        # Wrapped fractional differences lie in (-1, 1), hence the + 1.
-        reach = np.where(pbc, np.ceil(cutoff * np.linalg.norm(inverse, axis=0)) + 1, 0).astype(int)
-        axes = [np.arange(-r, r + 1) for r in reach]
-        images = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float64)
-    else:
-        cell = np.zeros((3, 3))
-        offset = np.zeros((num_atoms, 3))
-        wrapped = pos
-        images = np.zeros((1, 3))
-    # vectors[i, j, m]: from receiver i to image m of sender j
-    vectors = wrapped[None, :, None, :] + (images @ cell)[None, None, :, :] - wrapped[:, None, None, :]
-    distance = np.linalg.norm(vectors, axis=-1)
-    self_pair = np.eye(num_atoms, dtype=bool)[:, :, None] & np.all(images == 0, axis=1)[None, None, :]
-    receiver, sender, image = np.nonzero((distance < cutoff) & ~self_pair)
-    shift = (images[image] - offset[sender] + offset[receiver]) @ cell
-    graph = dgl.graph((torch.from_numpy(sender), torch.from_numpy(receiver)), num_nodes=num_atoms)
-    graph.edata["shift"] = torch.from_numpy(shift)
+    cell = np.asarray(sample["cell"], dtype=np.float64) if "cell" in sample else None
+    senders, receivers, images, _ = brute_force_neighbors(sample["pos"], cell, pbc, cutoff)
+    shift = images @ (cell if cell is not None else np.zeros((3, 3)))
+    graph = dgl.graph((torch.from_numpy(senders), torch.from_numpy(receivers)), num_nodes=len(sample["pos"]))
+    graph.edata["shift"] = torch.from_numpy(shift.astype(np.float64))
     graph.ndata["atomic_numbers"] = torch.from_numpy(np.asarray(sample["atomic_numbers"], dtype=np.int64))
     return graph
 

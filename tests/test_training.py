@@ -26,7 +26,7 @@ from matsciml.testing import (
     rotate_sample,
     translate_sample,
 )
-from matsciml.training.config import build_config, dump_config
+from matsciml.training.config import build_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
