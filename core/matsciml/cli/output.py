@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,17 +15,18 @@ def print_json(value: Any) -> None:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns aligned to their widest cell; the last column is cut to the terminal width."""
+    """Columns aligned to their widest cell; the last column wraps at the terminal width."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     terminal = shutil.get_terminal_size((120, 24)).columns
-    used = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    last_width = max(terminal - used, 30)
+    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    last_width = max(terminal - indent - 1, 30)
     lines = []
     for row in cells:
-        last = row[-1] if len(row[-1]) <= last_width else row[-1][: last_width - 1] + "…"
-        parts = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1])] + [last]
+        pieces = textwrap.wrap(row[-1], last_width, break_on_hyphens=False) or [""]
+        parts = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1])] + [pieces[0]]
         lines.append("  ".join(parts).rstrip())
+        lines.extend(" " * indent + piece for piece in pieces[1:])
     return "\n".join(lines)
 
 
