@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from matsciml.data.schema import KNOWN_KEYS
+from matsciml.errors import MatscimlError
 
 STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
 """Sample keys that describe the structure; every other numeric key is a target."""
@@ -64,15 +65,33 @@ class Batch:
         return self.num_structures
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """The same batch on ``device`` (Lightning calls this to move batches)."""
+        """The same batch on ``device`` (Lightning calls this to move batches).
+
+        ``inputs`` may be a tensor, an object with ``.to(device)`` (a DGL
+        graph) or a dict/list/tuple of those.
+        """
         def move(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=non_blocking)
+            if isinstance(value, Mapping):
+                return {key: move(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(move(item) for item in value)
             if hasattr(value, "to"):
-                return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value.to(device)
+                return value.to(device)
             return value
 
+        try:
+            inputs = move(self.inputs)
+        except Exception as exc:  # noqa: BLE001 - whatever the representation's library raises
+            raise MatscimlError(
+                f"the representation's batch input ({type(self.inputs).__name__}) cannot move to {device}: {exc}. "
+                f"The library that builds it may lack support for that device (the DGL wheels on PyPI are "
+                f"CPU-only, for example): install its build for that device, or set trainer.accelerator=cpu"
+            ) from exc
         return replace(
             self,
-            inputs=move(self.inputs),
+            inputs=inputs,
             atomic_numbers=move(self.atomic_numbers),
             pos=move(self.pos),
             structure_index=move(self.structure_index),
