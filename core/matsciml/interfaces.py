@@ -6,9 +6,12 @@ the core, it provides objects with these attributes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from matsciml.data.schema import Sample
+
+if TYPE_CHECKING:
+    from matsciml.batch import Batch
 
 
 @runtime_checkable
@@ -16,16 +19,19 @@ class Representation(Protocol):
     """Turns samples into model input.
 
     ``__call__`` converts one sample (see :mod:`matsciml.data.schema`) into
-    whatever its models consume (a DGL graph, a padded point cloud...);
-    ``collate`` batches a list of those. Batches must keep the atoms'
-    positions as a tensor the task can differentiate (forces = -dE/dpos).
+    an item holding what its models consume (a DGL graph, a padded point
+    cloud...); it runs in DataLoader workers, so it must be picklable.
+    ``collate`` turns a list of items into a :class:`matsciml.batch.Batch`
+    (build it with :func:`matsciml.batch.collate_structures`, passing the
+    representation's own batched input as ``inputs``). Models compute every
+    geometric quantity from ``batch.pos``, so tasks get forces as -dE/dpos.
     """
 
     name: str
 
     def __call__(self, sample: Sample) -> Any: ...
 
-    def collate(self, items: Sequence[Any]) -> Any: ...
+    def collate(self, items: Sequence[Any]) -> Batch: ...
 
 
 @runtime_checkable
