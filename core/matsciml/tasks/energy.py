@@ -17,6 +17,7 @@ from torch import nn
 
 from matsciml.batch import Batch
 from matsciml.data.schema import MAX_ATOMIC_NUMBER
+from matsciml.tasks.base import BaseTask
 from matsciml.tasks.heads import MLPHead, sum_per_structure
 from matsciml.tasks.statistics import energy_statistics
 
@@ -61,3 +62,35 @@ def fit_energy_statistics(head: PerAtomEnergy, samples: Sequence[Mapping[str, An
     statistics = energy_statistics(list(samples), key, use_references)
     head.set_statistics(statistics)
     return statistics
+
+
+class EnergyTask(BaseTask):
+    """What S2EF and IS2RE share: an extensive energy read out by :class:`PerAtomEnergy`.
+
+    Args:
+        backbone: per-atom embedding model.
+        reference_energies: fit per-element reference energies on the training set.
+        head_hidden_dim, head_layers, activation: the per-atom energy MLP.
+        optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
+    """
+
+    #: the sample key of the energy this task learns
+    energy_key: str = "energy"
+
+    def __init__(self, backbone: torch.nn.Module, reference_energies: bool = True, head_hidden_dim: int = 64,
+                 head_layers: int = 1, activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
+                 scheduler: Mapping[str, Any] | None = None) -> None:
+        super().__init__(backbone, optimizer, scheduler)
+        self.reference_energies = reference_energies
+        self.energy_head = PerAtomEnergy(backbone.embedding_dim, head_hidden_dim, head_layers, activation)
+
+    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        fit_energy_statistics(self.energy_head, samples, self.energy_key, self.reference_energies)
+        super().fit_statistics(samples)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.predict(batch)
+
+    def energy(self, batch: Batch) -> torch.Tensor:
+        """Structure energies ``[B]`` in eV."""
+        return self.energy_head(self.backbone(batch), batch)

@@ -11,11 +11,10 @@ from typing import Any
 import torch
 
 from matsciml.batch import Batch
-from matsciml.tasks.base import BaseTask
-from matsciml.tasks.energy import PerAtomEnergy, fit_energy_statistics, mean_energy_baseline
+from matsciml.tasks.energy import EnergyTask, mean_energy_baseline
 
 
-class IS2RETask(BaseTask):
+class IS2RETask(EnergyTask):
     """Relaxed energy from the initial structure.
 
     Args:
@@ -25,26 +24,13 @@ class IS2RETask(BaseTask):
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
     """
 
+    energy_key = "relaxed_energy"
     required_targets = ("relaxed_energy",)
     progress_metrics = ("energy_mae",)
 
-    def __init__(self, backbone: torch.nn.Module, reference_energies: bool = True, head_hidden_dim: int = 64,
-                 head_layers: int = 1, activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
-                 scheduler: Mapping[str, Any] | None = None) -> None:
-        super().__init__(backbone, optimizer, scheduler)
-        self.reference_energies = reference_energies
-        self.energy_head = PerAtomEnergy(backbone.embedding_dim, head_hidden_dim, head_layers, activation)
-
-    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
-        fit_energy_statistics(self.energy_head, samples, "relaxed_energy", self.reference_energies)
-        super().fit_statistics(samples)
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.predict(batch)
-
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"relaxed_energy": [B]}``."""
-        return {"relaxed_energy": self.energy_head(self.backbone(batch), batch)}
+        return {"relaxed_energy": self.energy(batch)}
 
     def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         error = prediction["relaxed_energy"] - batch.targets["relaxed_energy"]

@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from matsciml.batch import Batch
-from matsciml.tasks.base import BaseTask
-from matsciml.tasks.energy import PerAtomEnergy, fit_energy_statistics, mean_energy_baseline
+from matsciml.tasks.energy import EnergyTask, mean_energy_baseline
 
 
-class S2EFTask(BaseTask):
+class S2EFTask(EnergyTask):
     """Energy and forces with a weighted L1 loss.
 
     Args:
@@ -38,25 +37,16 @@ class S2EFTask(BaseTask):
                  reference_energies: bool = True, head_hidden_dim: int = 64, head_layers: int = 1,
                  activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
-        super().__init__(backbone, optimizer, scheduler)
+        super().__init__(backbone, reference_energies, head_hidden_dim, head_layers, activation, optimizer, scheduler)
         self.energy_weight = energy_weight
         self.force_weight = force_weight
-        self.reference_energies = reference_energies
-        self.energy_head = PerAtomEnergy(backbone.embedding_dim, head_hidden_dim, head_layers, activation)
-
-    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
-        fit_energy_statistics(self.energy_head, samples, "energy", self.reference_energies)
-        super().fit_statistics(samples)
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.predict(batch)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"energy": [B], "forces": [N, 3]}``; needs gradients enabled."""
         pos = batch.pos
         if not pos.requires_grad:
             pos.requires_grad_(True)
-        energy = self.energy_head(self.backbone(batch), batch)
+        energy = self.energy(batch)
         (gradient,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
         return {"energy": energy, "forces": -gradient}
 
