@@ -19,11 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from matsciml.data.schema import KNOWN_KEYS
+from matsciml.data.schema import KNOWN_KEYS, STRUCTURE_KEYS
 from matsciml.errors import MatscimlError
-
-STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
-"""Sample keys that describe the structure; every other numeric key is a target."""
 
 PER_ATOM_TARGETS = frozenset(key for key, spec in KNOWN_KEYS.items()
                              if "N" in spec.shape and key not in STRUCTURE_KEYS)

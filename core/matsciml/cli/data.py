@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from matsciml.cli.output import print_json
+from matsciml.cli.output import print_json, print_table
 from matsciml.errors import MatscimlError
 
 
@@ -117,8 +117,7 @@ def _print_summary(summary: dict[str, Any], invalid: list[tuple[int, str]] | Non
         stats = [f"{p[k]:.4g}" for k in ("mean", "std", "min", "max")] if "mean" in p else ["", "", "", ""]
         rows.append([p["key"], p["shape"], p["dtype"], p["unit"] if p["unit"] is not None else "?",
                      p["present_in"], *stats])
-    for line in _indent(rows, ["KEY", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"]):
-        print(line)
+    print_table(["KEY", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"], rows, indent=2)
     if any(p["unit"] is None for p in summary["properties"]):
         print("  (? = unit unknown; give it at conversion with --unit KEY=UNIT)")
     if summary["num_rejected"]:
@@ -132,9 +131,3 @@ def _print_summary(summary: dict[str, Any], invalid: list[tuple[int, str]] | Non
                 print(f"  {reason}", file=sys.stderr)
         else:
             print(f"validated   all {summary['count']} samples follow schema version {summary['schema_version']}")
-
-
-def _indent(rows: list[list[Any]], headers: list[str]) -> list[str]:
-    from matsciml.cli.output import format_table
-
-    return ["  " + line for line in format_table(headers, rows).splitlines()]

@@ -164,13 +164,7 @@ def _print_description(d: dict[str, Any]) -> None:
             print(f"  cannot open it here: {d['build_error']}")
     if d["hyperparameters"]:
         print("  hyper-parameters:")
-        print_table_indented([[p["name"], repr(p["default"]), p["help"]] for p in d["hyperparameters"]])
+        print_table(["NAME", "DEFAULT", "MEANING"],
+                    [[p["name"], repr(p["default"]), p["help"]] for p in d["hyperparameters"]], indent=4)
     else:
         print("  hyper-parameters: none")
-
-
-def print_table_indented(rows: list[list[str]]) -> None:
-    from matsciml.cli.output import format_table
-
-    for line in format_table(["NAME", "DEFAULT", "MEANING"], rows).splitlines():
-        print(f"    {line}")

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch.utils.data
 
-from matsciml.data.schema import Sample
-from matsciml.data.storage import DatasetFile, merge_metadata
+from matsciml.data.schema import STRUCTURE_KEYS, Sample
+from matsciml.data.storage import DatasetFile, keys_in_every_sample, merge_metadata
 
 
 
@@ -76,10 +76,7 @@ class LMDBDataset(torch.utils.data.Dataset):
     @property
     def targets(self) -> list[str]:
         """Label keys present in every sample (energy, forces, properties...)."""
-        structural = {"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"}
-        count = self.metadata["count"]
-        return sorted(k for k, info in self.metadata["keys"].items()
-                      if k not in structural and info["count"] == count)
+        return sorted(keys_in_every_sample(self.metadata) - STRUCTURE_KEYS)
 
     def close(self) -> None:
         for file in self.files:

@@ -20,6 +20,8 @@ SCHEMA_VERSION = 1
 
 MAX_ATOMIC_NUMBER = 118
 REQUIRED_KEYS: tuple[str, ...] = ("atomic_numbers", "pos", "pbc")
+STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
+"""Keys that describe the structure; every other numeric key is a label (target)."""
 
 Sample = dict[str, Any]
 """One structure: key -> numpy array (or str for text properties)."""
@@ -186,10 +188,6 @@ def require_keys(sample: Mapping[str, Any], keys: Iterable[str], *, index: int |
             f"{describe_sample(index, source)}: {purpose} needs {', '.join(missing)}, "
             f"which the sample does not have (it has {', '.join(sorted(sample))})"
         )
-
-
-def num_atoms(sample: Mapping[str, Any]) -> int:
-    return int(np.asarray(sample["atomic_numbers"]).shape[0])
 
 
 def is_per_atom(key: str, value: Any, natoms: int) -> bool:

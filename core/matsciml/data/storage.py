@@ -431,6 +431,11 @@ def _shared_environment(path: Path) -> lmdb.Environment:
     return environment
 
 
+def keys_in_every_sample(metadata: Mapping[str, Any]) -> set[str]:
+    """Keys that every sample of a dataset carries, from its metadata."""
+    return {key for key, info in metadata["keys"].items() if info["count"] == metadata["count"]}
+
+
 def merge_metadata(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Metadata of several files read as one dataset (counts add, statistics combine)."""
     if len(parts) == 1:

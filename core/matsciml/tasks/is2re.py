@@ -15,14 +15,8 @@ from matsciml.tasks.energy import EnergyTask, mean_energy_baseline
 
 
 class IS2RETask(EnergyTask):
-    """Relaxed energy from the initial structure.
-
-    Args:
-        backbone: per-atom embedding model.
-        reference_energies: fit per-element reference energies on the training set.
-        head_hidden_dim, head_layers, activation: the per-atom energy MLP.
-        optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
-    """
+    """Relaxed energy from the initial structure (arguments: see
+    :class:`~matsciml.tasks.energy.EnergyTask`)."""
 
     energy_key = "relaxed_energy"
     required_targets = ("relaxed_energy",)

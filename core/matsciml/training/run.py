@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from matsciml import __version__
-from matsciml.batch import STRUCTURE_KEYS as _STRUCTURE_KEYS
+from matsciml.data.schema import STRUCTURE_KEYS as _STRUCTURE_KEYS
 from matsciml.data.splits import Split
+from matsciml.data.storage import keys_in_every_sample
 from matsciml.errors import ComponentNotFoundError, IncompatibleComponentsError, MatscimlError
 from matsciml.registry import Registry, get_registry
 from matsciml.specs import ComponentSpec, ModelSpec
@@ -134,7 +135,7 @@ def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any
     dataset = datamodule.dataset
     metadata = getattr(dataset, "metadata", None)
     if metadata:
-        present = {k for k, info in metadata["keys"].items() if info["count"] == metadata["count"]}
+        present = keys_in_every_sample(metadata)
     else:
         present = set(dataset[0])
     missing = [t for t in targets if t not in present]
