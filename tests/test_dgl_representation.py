@@ -1,10 +1,12 @@
 """The ``dgl-graph`` representation of matsciml-dgl.
 
 Edge sets are compared, edge by edge (sender, receiver, image), with a
-brute-force search over explicitly enumerated periodic images. Every test is
-marked ``dgl``: on the pinned stack they must run (and fail loudly if DGL or
-vesin is broken); the current-torch run deselects them with ``-m "not dgl"``.
-So this module imports neither DGL nor the plugin at collection time.
+brute-force search over explicitly enumerated periodic images. The neighbour
+search itself is the core's (:mod:`matsciml.neighbors`, tested in
+tests/test_neighbors.py). Every test is marked ``dgl``: on the pinned stack
+they must run (and fail loudly if DGL is broken); the current-torch run
+deselects them with ``-m "not dgl"``. So this module imports neither DGL nor
+the plugin at collection time.
 """
 from __future__ import annotations
 
@@ -15,188 +17,20 @@ import sys
 import numpy as np
 import pytest
 
-from matsciml.testing import brute_force_neighbors, random_molecule_sample, random_periodic_sample, random_rotation
-
-CUTOFF = 6.0
-# Edges whose length is this close to the cutoff may fall either side of it
-# by rounding; they are the only differences allowed with the brute force.
-BOUNDARY_TOLERANCE = 1e-8
-
-Edge = tuple[int, int, tuple[int, int, int]]
-
-
-# ----------------------------------------------------------------- reference
-def brute_force_edges(pos: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray,
-                      cutoff: float) -> dict[Edge, float]:
-    """Every (sender, receiver, image) within a hair of ``cutoff``, with its length
-    (from the core's brute-force reference, :func:`matsciml.testing.brute_force_neighbors`)."""
-    senders, receivers, images, lengths = brute_force_neighbors(pos, cell, pbc, cutoff + 1e-6)
-    return {(s, r, tuple(image)): length for s, r, image, length
-            in zip(senders.tolist(), receivers.tolist(), images.tolist(), lengths.tolist())}
-
-
-def edge_set(senders: np.ndarray, receivers: np.ndarray, images: np.ndarray) -> set[Edge]:
-    return set(zip(senders.tolist(), receivers.tolist(), map(tuple, images.tolist())))
-
-
-def assert_same_edges(found: set[Edge], reference: dict[Edge, float], cutoff: float = CUTOFF) -> None:
-    """Equal edge sets, except for edges at the cutoff to rounding."""
-    expected = {edge for edge, length in reference.items() if length < cutoff}
-    missing = expected - found
-    extra = found - set(reference)
-    undecided = {edge for edge in (found ^ expected) - extra
-                 if abs(reference[edge] - cutoff) > BOUNDARY_TOLERANCE}
-    assert not extra, f"edges longer than the cutoff or invented: {sorted(extra)[:5]}"
-    assert not undecided, (f"{len(missing)} edge(s) missing, e.g. "
-                           f"{[(e, reference[e]) for e in sorted(missing)[:5]]}")
-
-
-def edge_lengths(pos: np.ndarray, cell: np.ndarray | None, senders: np.ndarray, receivers: np.ndarray,
-                 images: np.ndarray) -> np.ndarray:
-    shift = images @ (np.zeros((3, 3)) if cell is None else cell)
-    return np.linalg.norm(pos[senders] + shift - pos[receivers], axis=1)
-
-
-def unwrap(sample: dict, rng: np.random.Generator, spread: int = 2) -> dict:
-    """The same structure with atoms moved by random whole lattice vectors."""
-    out = dict(sample)
-    jumps = rng.integers(-spread, spread + 1, size=(len(sample["pos"]), 3))
-    out["pos"] = sample["pos"] + jumps @ sample["cell"]
-    return out
+from matsciml.testing import random_molecule_sample, random_periodic_sample
+# The edge-comparison helpers live with the core search's tests; here only the graphs are tested.
+from test_neighbors import CUTOFF, assert_same_edges, brute_force_edges, edge_lengths, edge_set
 
 
 # ----------------------------------------------------------------- neighbours
-PERIODIC_CASES = [
-    # (cell length Å, skew, atoms): small skewed cells see their own images
-    (2.5, 0.3, 1),
-    (2.5, 0.25, 2),
-    (2.8, 0.35, 3),
-    (3.0, 0.3, 3),
-    (4.0, 0.0, 4),
-    (5.0, 0.3, 6),
-    (7.5, 0.2, 10),
-    (12.0, 0.35, 16),
-]
-
-
 @pytest.mark.dgl
-@pytest.mark.parametrize("cell_length,skew,num_atoms", PERIODIC_CASES)
-def test_periodic_edges_match_brute_force(cell_length: float, skew: float, num_atoms: int) -> None:
-    from matsciml_dgl.neighbors import radius_graph
+def test_plugin_neighbors_is_the_core_search() -> None:
+    """matsciml_dgl.neighbors re-exports the core's search, so old imports keep working."""
+    import matsciml.neighbors
+    import matsciml_dgl.neighbors
 
-    rng = np.random.default_rng(int(cell_length * 100) + num_atoms)
-    for _ in range(3):
-        sample = unwrap(random_periodic_sample(rng, num_atoms, cell_length=cell_length, skew=skew,
-                                               min_distance=0.8), rng)
-        senders, receivers, images = radius_graph(sample["pos"], sample["cell"], sample["pbc"], CUTOFF)
-        assert senders.dtype == receivers.dtype == images.dtype == np.int64
-        assert images.shape == (len(senders), 3)
-        found = edge_set(senders, receivers, images)
-        assert len(found) == len(senders), "an edge is listed twice"
-        assert_same_edges(found, brute_force_edges(sample["pos"], sample["cell"], sample["pbc"], CUTOFF))
-        assert edge_lengths(sample["pos"], sample["cell"], senders, receivers, images).max() < CUTOFF
-        # every edge comes with its reverse
-        assert edge_set(receivers, senders, -images) == found
-        if cell_length < CUTOFF / 2:
-            own_images = (senders == receivers) & np.any(images != 0, axis=1)
-            assert own_images.any(), "an atom in a small cell must see its own periodic images"
-        assert not np.any((senders == receivers) & np.all(images == 0, axis=1)), "self-loop with zero image"
-
-
-@pytest.mark.dgl
-def test_single_atom_sees_only_its_images() -> None:
-    from matsciml_dgl.neighbors import radius_graph
-
-    rng = np.random.default_rng(7)
-    sample = random_periodic_sample(rng, 1, cell_length=2.6, skew=0.3)
-    senders, receivers, images = radius_graph(sample["pos"], sample["cell"], sample["pbc"], CUTOFF)
-    reference = brute_force_edges(sample["pos"], sample["cell"], sample["pbc"], CUTOFF)
-    assert len(senders) > 20 and np.all(senders == 0) and np.all(receivers == 0)
-    assert_same_edges(edge_set(senders, receivers, images), reference)
-
-
-@pytest.mark.dgl
-@pytest.mark.parametrize("pbc", [(True, True, False), (True, False, True), (True, False, False)])
-def test_mixed_pbc_matches_brute_force(pbc: tuple[bool, bool, bool]) -> None:
-    """Slabs and wires, rotated, with atoms far outside the cell along the open
-    directions and open-direction cell vectors that are normal, zero, tiny or
-    parallel to a periodic one (none of which may matter)."""
-    from matsciml_dgl.neighbors import radius_graph
-
-    periodic = np.array(pbc)
-    rng = np.random.default_rng(11)
-    for trial in range(6):
-        sample = random_periodic_sample(rng, 6, cell_length=float(rng.choice([2.7, 4.0, 7.0])), skew=0.3)
-        rotation = random_rotation(rng)
-        cell = sample["cell"] @ rotation.T
-        pos = sample["pos"] @ rotation.T
-        open_direction = np.flatnonzero(~periodic)[0]
-        pos = pos + np.outer(rng.normal(scale=8.0, size=len(pos)), cell[open_direction])
-        pos = pos - 30.0 * (trial % 2)  # all coordinates negative in half the trials
-        reference = brute_force_edges(pos, cell, periodic, CUTOFF)
-        first_periodic = cell[np.flatnonzero(periodic)[0]]
-        for open_vector in (cell[open_direction], np.zeros(3), 1e-3 * cell[open_direction], first_periodic):
-            given = cell.copy()
-            given[~periodic] = open_vector
-            senders, receivers, images = radius_graph(pos, given, periodic, CUTOFF)
-            assert np.all(images[:, ~periodic] == 0), "an image along a non-periodic direction"
-            assert_same_edges(edge_set(senders, receivers, images), reference)
-
-
-@pytest.mark.dgl
-def test_molecule_without_cell() -> None:
-    from matsciml_dgl.neighbors import radius_graph
-
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        molecule = random_molecule_sample(rng, 12)
-        assert "cell" not in molecule
-        pos = molecule["pos"] - 50.0
-        reference = brute_force_edges(pos, None, molecule["pbc"], 2.5)
-        senders, receivers, images = radius_graph(pos, None, molecule["pbc"], 2.5)
-        assert np.all(images == 0)
-        assert_same_edges(edge_set(senders, receivers, images), reference, cutoff=2.5)
-        # a zero cell with no periodic direction is the same molecule
-        again = radius_graph(pos, np.zeros((3, 3)), molecule["pbc"], 2.5)
-        assert edge_set(*again) == edge_set(senders, receivers, images)
-
-
-@pytest.mark.dgl
-def test_max_neighbors_keeps_the_nearest() -> None:
-    from matsciml_dgl.neighbors import radius_graph
-
-    rng = np.random.default_rng(5)
-    sample = unwrap(random_periodic_sample(rng, 10, cell_length=4.5, skew=0.3), rng)
-    reference = brute_force_edges(sample["pos"], sample["cell"], sample["pbc"], CUTOFF)
-    for max_neighbors in (1, 7, 40, 10_000):
-        senders, receivers, images = radius_graph(sample["pos"], sample["cell"], sample["pbc"], CUTOFF,
-                                                  max_neighbors=max_neighbors)
-        lengths = edge_lengths(sample["pos"], sample["cell"], senders, receivers, images)
-        for atom in range(10):
-            everything = np.sort([length for (s, r, _), length in reference.items() if r == atom])
-            kept = np.sort(lengths[receivers == atom])
-            assert len(kept) == min(max_neighbors, len(everything))
-            np.testing.assert_allclose(kept, everything[:len(kept)], atol=1e-9)
-        assert np.all(np.diff(receivers) >= 0), "edges are sorted by receiver"
-        assert edge_set(senders, receivers, images) <= set(reference)
-
-
-@pytest.mark.dgl
-def test_bad_inputs_raise_instead_of_crashing() -> None:
-    """vesin kills the process (SIGFPE) on some degenerate boxes; radius_graph must refuse them."""
-    from matsciml_dgl.neighbors import radius_graph
-
-    pos = np.random.default_rng(0).uniform(size=(4, 3))
-    with pytest.raises(ValueError, match="zero or"):
-        radius_graph(pos, np.zeros((3, 3)), [True, False, False], CUTOFF)
-    with pytest.raises(ValueError, match="zero or"):
-        radius_graph(pos, np.array([[3.0, 0, 0], [6.0, 0, 0], [0, 0, 3.0]]), [True, True, True], CUTOFF)
-    with pytest.raises(ValueError, match="no cell"):
-        radius_graph(pos, None, [True, True, True], CUTOFF)
-    with pytest.raises(ValueError, match="cutoff_radius"):
-        radius_graph(pos, None, None, 0.0)
-    with pytest.raises(ValueError, match="max_neighbors"):
-        radius_graph(pos, None, None, CUTOFF, max_neighbors=0)
+    assert matsciml_dgl.neighbors.radius_graph is matsciml.neighbors.radius_graph
+    assert matsciml_dgl.neighbors.nearest_per_receiver is matsciml.neighbors.nearest_per_receiver
 
 
 # ------------------------------------------------------------ representation

@@ -1,6 +1,6 @@
 """The plugin contract (DESIGN.md rules 3-5) with real installed distributions.
 
-Three tiny third-party projects under ``tests/plugins/`` are installed with
+Five tiny third-party projects under ``tests/plugins/`` are installed with
 pip into a temporary folder; every test then runs matsciml in a fresh
 subprocess with that folder on ``PYTHONPATH``. Discovery therefore goes
 through the entry points of installed distributions, exactly as after a
@@ -10,7 +10,12 @@ entry points.
 - matsciml-toyplugin: model toy-mlp, model needs-missing (its representation
   is not installed), representation toy-points, dataset toy-dataset, task toy-task;
 - matsciml-brokenplugin: entry point ``broken`` whose module raises on import;
-- matsciml-dupplugin: model toy-mlp again (a clash) and dataset dup-only-dataset.
+- matsciml-dupplugin: model toy-mlp again (a clash) and dataset dup-only-dataset;
+- matsciml-faultyplugin: one entry point per way a hook can fail (it raises,
+  returns the wrong spec class, an int, None; ``sys.exit`` at import), named
+  after the component it would have provided, and ``sibling``, which works;
+- matsciml-raiseplugin: loads, but the factories of model toy-raise and
+  dataset toy-raise-dataset raise when built.
 """
 from __future__ import annotations
 
@@ -27,10 +32,25 @@ import importlib_metadata
 import pytest
 
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
-PLUGIN_PROJECTS = ("matsciml_toyplugin", "matsciml_brokenplugin", "matsciml_dupplugin")
+PLUGIN_PROJECTS = ("matsciml_toyplugin", "matsciml_brokenplugin", "matsciml_dupplugin", "matsciml_faultyplugin",
+                   "matsciml_raiseplugin")
 BUILTIN_DATASETS = ("slab-emt-s2ef", "slab-emt-is2re")
-TOY_NAMES = ("toy-mlp", "needs-missing", "toy-points", "toy-dataset", "toy-task", "dup-only-dataset")
+TOY_NAMES = ("toy-mlp", "needs-missing", "toy-points", "toy-dataset", "toy-task", "dup-only-dataset",
+             "faulty-sibling-dataset", "toy-raise", "toy-raise-dataset")
 BROKEN_CAUSE = "simulated import failure in broken plugin"
+# entry point of matsciml-faultyplugin -> the error its plugin record carries
+HOOK_FAILURES = {
+    "hook-raises": "RuntimeError: simulated failure inside the hook matsciml_models",
+    "hook-wrong-type": "TypeError: hook matsciml_models returned DatasetSpec",
+    "hook-not-iterable": "TypeError: hook matsciml_datasets returned int (42); it must return a list of DatasetSpec",
+    "hook-returns-none": "TypeError: hook matsciml_tasks returned NoneType (None); it must return a list of TaskSpec",
+    "exits-at-import": "SystemExit: simulated sys.exit at import",
+}
+FAILED_PLUGINS = 1 + len(HOOK_FAILURES)  # matsciml-brokenplugin and the faulty entry points
+RAISE_MODEL_FAILURE = ("model 'toy-raise' from matsciml-raiseplugin failed to build with "
+                       "{'hidden_dim': 16, 'dropout': 0.1}: ValueError: simulated factory failure: "
+                       "hidden_dim=16 is not supported; check the hyper-parameters or report it to "
+                       "that plugin's authors")
 
 # ToyBackbone(hidden_dim=h, num_layers=L): Embedding(119, h) + Linear(3, h) + L * Linear(h, h).
 TOY_PARAMETERS = 119 * 16 + (3 * 16 + 16) + 2 * (16 * 16 + 16)
@@ -39,7 +59,7 @@ TOY_PARAMETERS = 119 * 16 + (3 * 16 + 16) + 2 * (16 * 16 + 16)
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Install the three test distributions with pip into a fresh target folder.
+    """Install the test distributions with pip into a fresh target folder.
 
     The projects are copied first so that building them leaves no
     ``build/`` or ``*.egg-info`` in the repository.
@@ -58,7 +78,8 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if done.returncode != 0:
         pytest.fail(f"pip could not install the test plugins (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     installed = sorted(p.name for p in site.glob("*.dist-info"))
-    assert len(installed) == 3, f"expected three installed distributions in {site}, found {installed}"
+    assert len(installed) == len(PLUGIN_PROJECTS), (
+        f"expected {len(PLUGIN_PROJECTS)} installed distributions in {site}, found {installed}")
     return site
 
 
@@ -154,6 +175,14 @@ report = {
     "unknown": outcome(lambda: spec_of("task", "zzz-qqq")),
     "end_to_end": outcome(end_to_end),
     "other_group": {kind: [s.name for s in Registry(group="matsciml-no-such-group").list(kind)] for kind in KINDS},
+    "hook_failures": {name: outcome(lambda name=name: spec_of(kind, name)) for name, kind in [
+        ("hook-raises", "model"), ("hook-wrong-type", "model"), ("hook-not-iterable", "dataset"),
+        ("hook-returns-none", "task"), ("exits-at-import", "model")]},
+    "sibling": outcome(lambda: {**spec_of("dataset", "faulty-sibling-dataset"),
+                                "length": len(registry.dataset("faulty-sibling-dataset").build())}),
+    "raise_model": outcome(lambda: registry.model("toy-raise").build()),
+    "raise_dataset": outcome(lambda: registry.dataset("toy-raise-dataset").build(size=5)),
+    "raise_range": outcome(lambda: registry.model("toy-raise").build(dropout=1.0)),
 }
 print(json.dumps(report))
 """
@@ -262,7 +291,8 @@ def test_discovery_is_by_installation(plugin_site: Path) -> None:
         assert done.returncode == 0, done.stderr
         listing[command] = done.stdout
         assert not any(name in done.stdout for name in TOY_NAMES), f"{command}: {done.stdout}"
-        assert "brokenplugin" not in done.stdout and "dupplugin" not in done.stdout
+        for distribution in ("brokenplugin", "dupplugin", "faultyplugin", "raiseplugin"):
+            assert distribution not in done.stdout, f"{command}: {done.stdout}"
     datasets = {e["name"]: e["distribution"] for e in json.loads(listing["datasets"])}
     assert {name: datasets.get(name) for name in BUILTIN_DATASETS} == {n: "matsciml" for n in BUILTIN_DATASETS}
     missing = _run(None, [sys.executable, "-m", "matsciml", "info", "toy-dataset"])
@@ -282,7 +312,7 @@ def test_broken_plugin_is_listed_with_its_cause_and_the_others_load(cli) -> None
     assert broken["error"] == f"RuntimeError: {BROKEN_CAUSE}"
     statuses = {r["distribution"]: r["status"] for r in records if r is not broken}
     assert statuses.items() >= {"matsciml": "ok", "matsciml-toyplugin": "ok", "matsciml-dupplugin": "ok"}.items()
-    assert "1 plugin(s) failed to load" in cli("models").stdout
+    assert f"{FAILED_PLUGINS} plugin(s) failed to load" in cli("models").stdout
 
 
 def test_asking_for_the_broken_component_fails_with_its_cause(cli, api) -> None:
@@ -310,6 +340,114 @@ def test_components_of_working_plugins_resolve_beside_the_broken_one(api) -> Non
     assert value["embeddings"] == [value["num_atoms"], 8]  # hidden_dim=8 overrides the default 16
     assert value["model_representation"] == "toy-points"
     assert value["task"] == {"task": "toy-task", "backbone": "the-backbone", "loss": "l1", "learning_rate": 1e-3}
+
+
+# ------------------------------------------------------------------ failing hooks
+def test_each_failing_hook_is_listed_with_its_cause(cli) -> None:
+    """A hook that raises, returns the wrong spec class, an int or None, and a module that calls
+    sys.exit at import: each entry point is listed as an error with its distribution and cause."""
+    records = _json(cli("plugins", "--json"))["plugins"]
+    faulty = {r["entry_point"]: r for r in records if r["distribution"] == "matsciml-faultyplugin"}
+    assert set(faulty) == {*HOOK_FAILURES, "sibling"}
+    for entry_point, cause in HOOK_FAILURES.items():
+        record = faulty[entry_point]
+        assert record["status"] == "error" and record["provides"] == {}, record
+        assert record["error"].startswith(cause), (entry_point, record["error"])
+        assert record["version"] == "0.2.0"
+    assert faulty["sibling"]["status"] == "ok"
+    assert faulty["sibling"]["provides"] == {"dataset": ["faulty-sibling-dataset"]}
+    table = cli("plugins")
+    assert table.returncode == 0, table.stderr
+    for entry_point, cause in HOOK_FAILURES.items():
+        assert re.search(rf"^matsciml-faultyplugin\s+0\.2\.0\s+{entry_point}\s+ERROR {re.escape(cause)}",
+                         table.stdout, re.M), f"{entry_point}:\n{table.stdout}"
+
+
+def test_failing_hooks_never_break_the_other_plugins(cli, api) -> None:
+    """Every other distribution loads, including the working entry point of the same distribution."""
+    records = _json(cli("plugins", "--json"))["plugins"]
+    for distribution in ("matsciml", "matsciml-toyplugin", "matsciml-dupplugin", "matsciml-raiseplugin"):
+        assert _plugin(records, distribution)["status"] == "ok", distribution
+    assert api["sibling"] == {"ok": True, "value": {"name": "faulty-sibling-dataset",
+                                                    "distribution": "matsciml-faultyplugin", "length": 1}}
+    assert api["end_to_end"]["ok"], api["end_to_end"]
+    listing = cli("datasets")
+    assert listing.returncode == 0 and "faulty-sibling-dataset" in listing.stdout
+
+
+@pytest.mark.parametrize("arguments, entry_point", [
+    (["info", "hook-raises"], "hook-raises"),
+    (["info", "hook-wrong-type", "--kind", "model"], "hook-wrong-type"),
+    (["data", "inspect", "hook-not-iterable"], "hook-not-iterable"),
+    (["train", "--model", "needs-missing", "--task", "hook-returns-none", "--print-config"], "hook-returns-none"),
+    (["train", "--model", "exits-at-import", "--print-config"], "exits-at-import"),
+])
+def test_asking_for_a_component_of_a_failed_hook_is_one_line(cli, arguments: list[str], entry_point: str) -> None:
+    """A request for what a failed entry point would provide exits 1 with one line naming the plugin,
+    its distribution and the cause."""
+    line = _error_line(cli(*arguments))
+    assert f"plugin {entry_point!r} of distribution matsciml-faultyplugin 0.2.0, which failed to load" in line
+    assert HOOK_FAILURES[entry_point] in line
+
+
+def test_registry_raises_plugin_load_error_for_failed_hooks(api) -> None:
+    """Registry.get names the failed entry point, its distribution and its cause (PluginLoadError)."""
+    for name, result in api["hook_failures"].items():
+        assert not result["ok"] and result["type"] == "PluginLoadError", (name, result)
+        assert "matsciml-faultyplugin" in result["message"] and HOOK_FAILURES[name] in result["message"]
+
+
+# ------------------------------------------------------------------ raising factories
+def test_a_raising_factory_is_reported_with_component_and_distribution(api) -> None:
+    """spec.build() of a factory that raises gives a MatscimlError naming kind, component, distribution,
+    the hyper-parameters and the original error."""
+    result = api["raise_model"]
+    assert not result["ok"] and result["type"] == "MatscimlError", result
+    assert result["message"] == RAISE_MODEL_FAILURE
+    result = api["raise_dataset"]
+    assert not result["ok"] and result["type"] == "MatscimlError", result
+    assert result["message"].startswith("dataset 'toy-raise-dataset' from matsciml-raiseplugin failed to build "
+                                        "with {'size': 5}: TypeError: simulated factory failure")
+
+
+def test_declared_ranges_are_enforced_before_the_factory_runs(api, cli) -> None:
+    """A value outside a plugin's declared range fails naming it; the factory never runs."""
+    result = api["raise_range"]
+    assert not result["ok"] and result["type"] == "MatscimlError"
+    assert "dropout=1.0 is not valid: expected a number in [0, 1) for model 'toy-raise'" in result["message"]
+    assert "simulated factory failure" not in result["message"]
+    line = _error_line(cli("train", "--model", "toy-raise", "--task", "toy-task", "--dataset", "toy-dataset",
+                           "model.dropout=1.0", "--print-config"))
+    assert "model.dropout=1.0 is not valid: expected a number in [0, 1) for model 'toy-raise' from " \
+           "matsciml-raiseplugin" in line
+
+
+def test_training_a_raising_model_is_one_line(cli, tmp_path: Path) -> None:
+    """`matsciml train --model toy-raise` exits 1 with one line naming the model and its distribution."""
+    line = _error_line(cli("train", "--model", "toy-raise", "--task", "toy-task", "--dataset", "toy-dataset",
+                           f"run.dir={tmp_path}"))
+    assert line == f"matsciml: error: {RAISE_MODEL_FAILURE}"
+    assert not any(tmp_path.iterdir())  # no run directory for a run that never started
+
+
+def test_inspecting_a_raising_dataset_is_one_line(cli) -> None:
+    """`matsciml data inspect toy-raise-dataset` exits 1 naming the dataset and its distribution."""
+    line = _error_line(cli("data", "inspect", "toy-raise-dataset"))
+    assert "dataset 'toy-raise-dataset' from matsciml-raiseplugin failed to build" in line
+    assert "TypeError: simulated factory failure" in line
+
+
+def test_info_on_a_raising_model_shows_the_build_error_and_ranges(cli) -> None:
+    """`matsciml info toy-raise` still describes the model: ranges shown, size unknown with the cause."""
+    done = cli("info", "toy-raise")
+    assert done.returncode == 0, done.stderr
+    assert f"parameters: unknown (cannot build it here: {RAISE_MODEL_FAILURE})" in done.stdout
+    assert re.search(r"hidden_dim\s+16\s+>=1\s+width", done.stdout), done.stdout
+    assert re.search(r"dropout\s+0\.1\s+\[0,1\)\s+dropout probability", done.stdout), done.stdout
+    described = _json(cli("info", "toy-raise", "--json"))
+    assert described["build_error"] == RAISE_MODEL_FAILURE and described["parameter_count"] is None
+    assert [(p["name"], p["range"]) for p in described["hyperparameters"]] == [
+        ("hidden_dim", ">=1"), ("dropout", "[0,1)")]
 
 
 # ------------------------------------------------------------------ conflicts
@@ -447,8 +585,10 @@ def test_info_shows_hyperparameters_parameter_count_and_representation(cli) -> N
     toy_json = next(d for d in described if d["distribution"] == "matsciml-toyplugin")
     assert toy_json["parameter_count"] == TOY_PARAMETERS and toy_json["build_error"] is None
     assert toy_json["hyperparameters"] == [
-        {"name": "hidden_dim", "default": 16, "help": "width of the per-atom embedding"},
-        {"name": "num_layers", "default": 2, "help": "number of hidden layers of the MLP"},
+        {"name": "hidden_dim", "default": 16, "help": "width of the per-atom embedding", "range": None,
+         "choices": None},
+        {"name": "num_layers", "default": 2, "help": "number of hidden layers of the MLP", "range": None,
+         "choices": None},
     ]
     assert toy_json["representation_installed"] is True and toy_json["distribution_version"] == "0.3.1"
 

@@ -1,12 +1,15 @@
 """The sample schema: every bad input is refused with a message naming the sample and the problem."""
 from __future__ import annotations
 
+import inspect
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from matsciml.data.schema import require_keys, validate_sample
+from matsciml.data.schema import MIN_INTERATOMIC_DISTANCE, require_keys, validate_sample
 from matsciml.errors import InvalidSampleError, MatscimlError
 
 WHERE = "sample 17 of lips.extxyz"
@@ -14,11 +17,17 @@ NATOMS = 83
 
 
 def good_sample(natoms: int = NATOMS, seed: int = 0) -> dict:
-    """A valid periodic structure with energy, forces, stress and OC20-style tags."""
+    """A valid periodic structure with energy, forces, stress and OC20-style tags.
+
+    Atoms sit on a jittered 5 x 5 x 4 grid of the 10 x 11 x 12 Å cell, so no two
+    (images included) are closer than 1.4 Å.
+    """
     rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(np.arange(5), np.arange(5), np.arange(4), indexing="ij"), -1).reshape(-1, 3)
+    sites = (grid[rng.permutation(len(grid))[:natoms]] + 0.5) * np.array([2.0, 2.2, 3.0])
     return {
         "atomic_numbers": rng.choice([3, 15, 16], size=natoms).astype(np.int64),
-        "pos": rng.uniform(0.0, 10.0, size=(natoms, 3)),
+        "pos": sites + rng.uniform(-0.3, 0.3, size=(natoms, 3)),
         "cell": np.diag([10.0, 11.0, 12.0]),
         "pbc": np.array([True, True, True]),
         "tags": rng.integers(0, 3, size=natoms),
@@ -262,13 +271,13 @@ def test_pbc_without_cell():
 
 
 @pytest.mark.parametrize("cell", [
-    np.zeros((3, 3)),
-    np.array([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]]),
-    np.array([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 0.0]]),
+    np.array([[10.0, 0, 0], [20.0, 0, 0], [0, 0, 12.0]]),
+    np.array([[10.0, 0, 0], [10.0, 1e-5, 0], [0, 0, 12.0]]),  # parallel to 1e-6 rad: vesin would divide by ~0
+    np.array([[10.0, 0, 0], [0, 11.0, 0], [10.0, 11.0, 0]]),  # coplanar
 ])
 def test_degenerate_cell(cell):
-    """A zero, parallel or missing lattice vector in a periodic direction is refused."""
-    refuse(with_(cell=cell), "degenerate")
+    """Parallel or coplanar lattice vectors of the periodic directions are refused, naming them."""
+    refuse(with_(cell=cell), "degenerate", "periodic directions [0, 1, 2]", "independent lattice vectors")
 
 
 def test_zero_vector_in_non_periodic_direction_is_allowed():
@@ -299,3 +308,175 @@ def test_ragged_array():
 def test_fixed_must_be_boolean():
     """fixed given as floats is refused (it must hold booleans)."""
     refuse(with_(fixed=np.zeros(NATOMS, dtype=float)), "fixed", "boolean")
+
+
+# ------------------------------------------------------------------ geometry: coincident atoms, short cells
+def test_default_minimum_distance_is_a_tenth_of_an_angstrom():
+    """The documented default: 0.1 Å."""
+    assert MIN_INTERATOMIC_DISTANCE == 0.1
+    assert inspect.signature(validate_sample).parameters["min_distance"].default == MIN_INTERATOMIC_DISTANCE
+
+
+def test_coincident_atoms_are_refused_naming_both():
+    """Two atoms at one position: the message names both indices, the distance, the minimum and the fix."""
+    sample = good_sample()
+    sample["pos"][17] = sample["pos"][3]
+    message = refuse(sample, "atoms 3 and 17 are 0.000 Å apart", "(the minimum is 0.1 Å)",
+                     "remove the duplicate atom")
+    assert "image" not in message
+
+
+def test_the_closest_of_several_close_pairs_is_named():
+    """With several pairs too close, the closest is named and the others are counted."""
+    sample = good_sample()
+    sample["pos"][40] = sample["pos"][5] + [0.05, 0, 0]
+    sample["pos"][60] = sample["pos"][2] + [0, 0.02, 0]
+    refuse(sample, "atoms 2 and 60 are 0.020 Å apart (the minimum is 0.1 Å; 2 pairs are closer than that)")
+
+
+def boundary_pair_sample(pbc: list[bool]) -> dict:
+    """Atoms 0 and 1 near opposite faces of a 6 Å cubic cell: 5.96 Å apart directly,
+    0.04 Å apart through the periodic boundary along x."""
+    return {
+        "atomic_numbers": np.array([29, 29, 29]),
+        "pos": np.array([[0.02, 3.0, 3.0], [5.98, 3.0, 3.0], [3.0, 1.0, 4.0]]),
+        "cell": np.eye(3) * 6.0,
+        "pbc": np.array(pbc),
+    }
+
+
+def test_atom_on_a_periodic_image_of_another_is_refused():
+    """Periodic images count: an atom 0.04 Å from an image of another across the boundary is refused,
+    naming both atoms and the image."""
+    message = refuse(boundary_pair_sample([True, True, True]), "atom 0 and the periodic image (-1, 0, 0) of "
+                     "atom 1 are 0.040 Å apart", "(the minimum is 0.1 Å)", "check the cell")
+    assert "atoms 0 and 1" not in message
+
+
+def test_the_same_pair_without_periodicity_is_accepted():
+    """The structure of the previous test without periodic boundaries: 5.96 Å apart, accepted."""
+    for pbc in ([False, False, False], [False, True, True]):
+        out = validate_sample(boundary_pair_sample(pbc), index=17, source="lips.extxyz")
+        assert out["pbc"].tolist() == pbc
+
+
+def test_atom_on_its_own_periodic_image_is_refused():
+    """Lattice vectors that are long one by one but nearly cancel (a - b is 0.07 Å) put every atom
+    0.07 Å from its own image."""
+    cell = np.array([[5.0, 0.0, 0.0], [4.95, 0.05, 0.0], [0.0, 0.0, 5.0]])
+    sample = {"atomic_numbers": [8], "pos": [[1.0, 1.0, 1.0]], "cell": cell, "pbc": [True, True, True]}
+    refuse(sample, "atom 0 is 0.071 Å from its own periodic image", "check the cell")
+
+
+def test_atoms_just_above_the_minimum_are_accepted():
+    """0.11 Å apart, directly or through the periodic boundary: accepted."""
+    sample = good_sample()
+    sample["pos"][17] = sample["pos"][3] + [0.0, 0.11, 0.0]
+    validate_sample(sample, index=17, source="lips.extxyz")
+    across = boundary_pair_sample([True, True, True])
+    across["pos"][1, 0] = 6.0 - 0.09  # 0.11 Å from atom 0's image at 6.02
+    validate_sample(across, index=17, source="lips.extxyz")
+
+
+def test_min_distance_none_disables_the_check_and_other_minimums_apply():
+    """min_distance=None accepts coincident atoms; a larger minimum refuses pairs closer than it."""
+    sample = good_sample()
+    sample["pos"][17] = sample["pos"][3]
+    out = validate_sample(sample, min_distance=None)
+    np.testing.assert_array_equal(out["pos"][17], out["pos"][3])
+    validate_sample(boundary_pair_sample([True, True, True]), min_distance=None)
+    spaced = good_sample()
+    spaced["pos"][17] = spaced["pos"][3] + [0.0, 0.0, 0.8]
+    validate_sample(spaced)
+    refuse(spaced, "atoms 3 and 17 are 0.800 Å apart", "(the minimum is 1 Å)", min_distance=1.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
+def test_min_distance_must_be_positive(bad):
+    """A nonsensical minimum is a programming error, said as such."""
+    with pytest.raises(ValueError, match="min_distance must be a positive number"):
+        validate_sample(good_sample(), min_distance=bad)
+
+
+@pytest.mark.parametrize("direction", [0, 1, 2])
+def test_zero_length_cell_vector_in_a_periodic_direction(direction):
+    """A periodic direction whose lattice vector has length zero is refused, naming the direction,
+    also with the distance check off."""
+    cell = np.diag([10.0, 11.0, 12.0])
+    cell[direction] = 0.0
+    for options in ({}, {"min_distance": None}):
+        refuse(with_(cell=cell), f"cell vector {direction} of periodic direction {direction} is 0.000 Å long",
+               f"set pbc to False along direction {direction}", **options)
+
+
+def test_all_zero_cell_with_periodic_boundaries():
+    """A cell of zeros with pbc set (what a CIF with zero cell lengths gives) is refused."""
+    refuse(with_(cell=np.zeros((3, 3))), "cell vector 0 of periodic direction 0 is 0.000 Å long")
+
+
+def test_cell_vector_shorter_than_the_minimum():
+    """A periodic lattice vector of 0.05 Å would put each atom 0.05 Å from its own image: refused."""
+    cell = np.diag([10.0, 11.0, 0.05])
+    sample = {"atomic_numbers": [8], "pos": [[1.0, 1.0, 0.0]], "cell": cell, "pbc": [True, True, True]}
+    refuse(sample, "cell vector 2 of periodic direction 2 is 0.050 Å long", "(the minimum is 0.1 Å)")
+
+
+def test_single_atoms_and_molecules_without_cell():
+    """One atom, periodic or not, is valid; so is a molecule with no cell at all."""
+    validate_sample({"atomic_numbers": [8], "pos": [[0.0, 0.0, 0.0]], "pbc": [False] * 3})
+    validate_sample({"atomic_numbers": [8], "pos": [[0.3, 0.2, 0.1]], "cell": np.eye(3) * 3.0, "pbc": [True] * 3})
+    water = {"atomic_numbers": [8, 1, 1], "pos": [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]],
+             "pbc": [False] * 3}
+    assert "cell" not in validate_sample(water)
+    water["pos"][2] = [0.96, 0.0, 0.0]
+    refuse(water, "atoms 1 and 2 are 0.000 Å apart")
+
+
+def test_importing_the_schema_does_not_import_vesin_or_torch():
+    """The neighbour search (vesin, which imports torch from 0.5 on) is imported when a distance is
+    checked, not with the schema: listing and inspecting stay quick."""
+    code = ("import sys, matsciml.data.schema; "
+            "print(sorted(m for m in ('torch', 'vesin', 'matsciml.neighbors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_convert_leaves_out_a_frame_with_coincident_atoms(tmp_path, capsys):
+    """`matsciml data convert` of an extxyz whose frame 1 has two atoms at one position writes the
+    other frames, and reports frame 1 with the atoms and the reason."""
+    pytest.importorskip("ase")
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from matsciml.cli import main
+    from matsciml.data.dataset import LMDBDataset
+
+    frames = []
+    for number in range(3):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.05, seed=number)
+        if number == 1:
+            atoms.positions[2] = atoms.positions[0]
+        atoms.info["source_index"] = number
+        forces = np.random.default_rng(number).normal(size=(len(atoms), 3))
+        atoms.calc = SinglePointCalculator(atoms, energy=-14.0 - number, forces=forces)
+        frames.append(atoms)
+    source = tmp_path / "copper.extxyz"
+    ase.io.write(source, frames)
+    output = tmp_path / "copper.lmdb"
+
+    assert main(["data", "convert", str(source), "-o", str(output), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 2 structures" in printed
+    assert "left out 1 invalid structure(s)" in printed
+    assert f"sample 1 of {source}: atoms 0 and 2 are 0.000 Å apart (the minimum is 0.1 Å)" in printed
+
+    dataset = LMDBDataset(output)
+    try:
+        assert [int(dataset[i]["source_index"]) for i in range(len(dataset))] == [0, 2]
+        [rejected] = dataset.metadata["rejected"]
+        assert rejected["index"] == 1 and "atoms 0 and 2 are 0.000 Å apart" in rejected["reason"]
+    finally:
+        dataset.close()

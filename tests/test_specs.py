@@ -21,6 +21,7 @@ from matsciml.specs import (
     ComponentSpec,
     DatasetSpec,
     ModelSpec,
+    ParamRange,
     RepresentationSpec,
     TaskSpec,
 )
@@ -213,9 +214,190 @@ def test_describe_is_json_serialisable_for_every_kind() -> None:
     assert model["representation"] == "toy-points"
     assert model["representation_distribution"] == "matsciml-toyplugin"
     assert model["hyperparameters"] == [
-        {"name": "hidden_dim", "default": 16, "help": "width"},
-        {"name": "num_layers", "default": 2, "help": "depth"},
+        {"name": "hidden_dim", "default": 16, "help": "width", "range": None, "choices": None},
+        {"name": "num_layers", "default": 2, "help": "depth", "range": None, "choices": None},
     ]
     assert model["factory"] == f"{__name__}:_echo"
     assert task["required_targets"] == ["energy", "forces"]
     assert task["hyperparameters"][0]["default"] == {"energy": 1.0}
+
+
+# ------------------------------------------------------------ types, ranges, choices
+def _checked(**overrides) -> ModelSpec:
+    fields = dict(
+        defaults={"hidden_dim": 16, "dropout": 0.1, "attention": True, "activation": "silu",
+                  "max_neighbors": None, "targets": ["energy"]},
+        param_ranges={"hidden_dim": ">=1", "dropout": "[0,1)", "max_neighbors": ">=1"},
+        param_choices={"activation": ["silu", "relu"]},
+    )
+    fields.update(overrides)
+    return _model(param_help={}, **fields).with_distribution("matsciml-toyplugin")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("hidden_dim", 8), ("hidden_dim", 1),
+    ("dropout", 0), ("dropout", 0.0), ("dropout", 0.99),
+    ("attention", False),
+    ("activation", "relu"),
+    ("max_neighbors", None), ("max_neighbors", 12), ("max_neighbors", 2.5),
+    ("targets", ["band_gap", "energy"]), ("targets", ("energy",)), ("targets", "band_gap"),
+])
+def test_values_of_the_right_type_and_range_are_accepted(name: str, value) -> None:
+    """An int default takes ints, a float default ints and floats, a None default anything in range."""
+    assert _checked().resolve_params({name: value})[name] == value
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("hidden_dim", "8", "an integer >= 1"),
+    ("hidden_dim", 8.0, "an integer >= 1"),
+    ("hidden_dim", True, "an integer >= 1"),
+    ("hidden_dim", 0, "an integer >= 1"),
+    ("hidden_dim", -5, "an integer >= 1"),
+    ("hidden_dim", None, "an integer >= 1"),
+    ("dropout", 1.0, "a number in [0, 1)"),
+    ("dropout", -0.1, "a number in [0, 1)"),
+    ("dropout", float("nan"), "a number in [0, 1)"),
+    ("dropout", "0.1", "a number in [0, 1)"),
+    ("dropout", False, "a number in [0, 1)"),
+    ("attention", 1, "true or false"),
+    ("attention", "yes", "true or false"),
+    ("activation", "tanh", "one of 'silu', 'relu'"),
+    ("activation", "SiLU", "one of 'silu', 'relu'"),
+    ("activation", 3, "one of 'silu', 'relu'"),
+    ("max_neighbors", 0, "a number >= 1 or null"),
+    ("max_neighbors", "all", "a number >= 1 or null"),
+    ("targets", 5, "a list"),
+])
+def test_wrong_type_or_range_is_one_line_naming_key_value_and_expectation(name: str, value, expected: str) -> None:
+    """The message names the key as written in the config, the value, what is expected and the default."""
+    spec = _checked()
+    with pytest.raises(MatscimlError) as info:
+        spec.check_params({name: value}, section="model")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"model.{name}={value!r} is not valid: expected {expected} for model 'tiny' "
+                              f"from matsciml-toyplugin; set model.{name} to such a value, e.g. model.{name}=")
+    with pytest.raises(MatscimlError, match=f"^{name}="):  # without a section: the bare name
+        spec.resolve_params({name: value})
+
+
+def test_build_checks_before_the_factory_runs() -> None:
+    """A bad value never reaches the factory."""
+    calls = []
+    spec = _checked(factory=lambda **kwargs: calls.append(kwargs))
+    with pytest.raises(MatscimlError, match="hidden_dim=0 is not valid"):
+        spec.build(hidden_dim=0)
+    assert calls == []
+    spec.build(hidden_dim=3)
+    assert calls[0]["hidden_dim"] == 3
+
+
+@pytest.mark.parametrize("text, inside, outside", [
+    (">0", [1e-9, 3, 7.5], [0, -1, float("nan")]),
+    (">=0", [0, 0.0, 2], [-1e-9]),
+    ("<1", [0.5, -3], [1, 2]),
+    ("<= 1", [1, -3], [1.01]),
+    ("[0,1]", [0, 0.5, 1], [-0.1, 1.1]),
+    ("(0, 1]", [0.5, 1], [0, 1.1]),
+    ("[0,1)", [0, 0.5], [1]),
+    ("(0,1)", [0.5], [0, 1]),
+    (">=-1", [-1, 0], [-2]),
+])
+def test_range_forms(text: str, inside: list, outside: list) -> None:
+    """Each documented range form parses and bounds as its brackets say; bools are never numbers."""
+    bounds = ParamRange.parse(text)
+    assert all(value in bounds for value in inside), text
+    assert not any(value in bounds for value in outside), text
+    assert True not in bounds and "1" not in bounds
+
+
+@pytest.mark.parametrize("text", ["0", "x", "=>0", ">", "[1,0]", "[0,1", "0..1", ">a", ""])
+def test_malformed_range_is_refused_at_construction(text: str) -> None:
+    """A plugin author's malformed range fails when the spec is made, naming the accepted forms."""
+    with pytest.raises(ValueError, match=r"param_ranges\['hidden_dim'\].*write it as >0, >=0"):
+        _model(param_ranges={"hidden_dim": text})
+
+
+def test_ranges_and_choices_must_name_declared_hyper_parameters() -> None:
+    """A range or choice for a name without a default (a typo) is refused; so is a range on a string."""
+    with pytest.raises(ValueError, match="param_ranges names hiden_dim, which are not in its defaults"):
+        _model(param_ranges={"hiden_dim": ">0"})
+    with pytest.raises(ValueError, match="param_choices names colour"):
+        _model(param_choices={"colour": ["red"]})
+    with pytest.raises(ValueError, match="bounds a number, but the default 'silu' is not one"):
+        _model(defaults={"activation": "silu"}, param_ranges={"activation": ">0"})
+    with pytest.raises(ValueError, match="must be a non-empty list"):
+        _model(param_choices={"hidden_dim": []})
+
+
+def test_describe_shows_ranges_and_choices() -> None:
+    """describe() (`matsciml info --json`) carries each declared range and list of choices."""
+    described = {p["name"]: p for p in _checked().describe()["hyperparameters"]}
+    assert described["hidden_dim"]["range"] == ">=1" and described["hidden_dim"]["choices"] is None
+    assert described["activation"]["choices"] == ["silu", "relu"] and described["activation"]["range"] is None
+    assert described["attention"]["range"] is None and described["attention"]["choices"] is None
+
+
+# ------------------------------------------------------------ factories that raise
+def _raise(exception: BaseException):
+    def factory(**kwargs):
+        raise exception
+    return factory
+
+
+@pytest.mark.parametrize("exception", [ValueError("bad width"), TypeError("unexpected keyword"),
+                                       RuntimeError("CUDA out of memory"), ZeroDivisionError("division by zero"),
+                                       SystemExit("a plugin called sys.exit")])
+def test_raising_factory_names_component_kind_and_distribution(exception: BaseException) -> None:
+    """Whatever a factory raises (but KeyboardInterrupt) becomes one MatscimlError line naming whose code failed."""
+    spec = _model(factory=_raise(exception)).with_distribution("matsciml-raiseplugin")
+    with pytest.raises(MatscimlError) as info:
+        spec.build(hidden_dim=4)
+    assert str(info.value) == (
+        f"model 'tiny' from matsciml-raiseplugin failed to build with {{'hidden_dim': 4, 'num_layers': 2}}: "
+        f"{type(exception).__name__}: {exception}; check the hyper-parameters or report it to that plugin's authors")
+    assert info.value.__cause__ is exception
+
+
+def test_factory_errors_are_kept_on_one_line_and_matsciml_errors_pass_through() -> None:
+    """A multi-line message is joined onto one line; a MatscimlError of the factory is already an answer."""
+    spec = _model(factory=_raise(ValueError("first line\nsecond line"))).with_distribution("x")
+    with pytest.raises(MatscimlError, match="ValueError: first line second line;"):
+        spec.build()
+    own = MatscimlError("loss 'l3' is not known; use 'l1' or 'mse'")
+    with pytest.raises(MatscimlError) as info:
+        _model(factory=_raise(own)).build()
+    assert info.value is own
+    with pytest.raises(KeyboardInterrupt):
+        _model(factory=_raise(KeyboardInterrupt())).build()
+
+
+def test_factory_kwargs_reach_the_factory_unchecked() -> None:
+    """Keywords that are not hyper-parameters (a task's optimizer section) pass through build()."""
+    spec = TaskSpec(name="t", summary="s", factory=_echo, defaults={"loss": "l1"})
+    assert spec.build(factory_kwargs={"optimizer": {"name": "adamw"}}) == {"loss": "l1", "optimizer": {"name": "adamw"}}
+
+
+def test_builtin_task_choices_match_what_the_tasks_accept() -> None:
+    """The activations the built-in task specs declare are those the task heads know."""
+    pytest.importorskip("torch")
+    from matsciml.builtins import matsciml_tasks
+    from matsciml.tasks.heads import ACTIVATIONS
+
+    for spec in matsciml_tasks():
+        assert set(spec.param_choices["activation"]) == set(ACTIVATIONS), spec.name
+        assert all(name in spec.defaults for name in (*spec.param_ranges, *spec.param_choices))
+
+
+@pytest.mark.dgl
+def test_first_party_plugin_choices_match_what_their_factories_accept() -> None:
+    """egnn's declared activations and dgl-graph's dtypes are exactly those their code knows."""
+    from matsciml_dgl.plugin import matsciml_representations
+    from matsciml_dgl.representation import _DTYPES
+    from matsciml_egnn.blocks import ACTIVATIONS
+    from matsciml_egnn.plugin import matsciml_models
+
+    (model,) = matsciml_models()
+    assert set(model.param_choices["activation"]) == set(ACTIVATIONS)
+    (representation,) = matsciml_representations()
+    assert set(representation.param_choices["dtype"]) == set(_DTYPES)

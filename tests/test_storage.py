@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -30,6 +31,7 @@ from matsciml.data.storage import (
 from matsciml.errors import DatasetFormatError, InvalidSampleError
 
 ELEMENTS = np.array([1, 6, 8, 29, 78])
+GRID = 2.0 * np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.float64)
 
 
 def make_samples(count: int, seed: int = 0, start: int = 0) -> list[dict]:
@@ -40,7 +42,8 @@ def make_samples(count: int, seed: int = 0, start: int = 0) -> list[dict]:
         natoms = int(rng.integers(3, 13))
         samples.append({
             "atomic_numbers": rng.choice(ELEMENTS, size=natoms).astype(np.int64),
-            "pos": rng.uniform(0.0, 8.0, size=(natoms, 3)),
+            # distinct points of a 2 Å grid, jittered: never closer than the schema's 0.1 Å minimum
+            "pos": GRID[rng.choice(len(GRID), size=natoms, replace=False)] + rng.uniform(-0.3, 0.3, size=(natoms, 3)),
             "cell": np.diag(rng.uniform(8.0, 10.0, size=3)),
             "pbc": np.array([True, True, False]),
             "tags": rng.integers(0, 3, size=natoms).astype(np.int64),
@@ -169,10 +172,15 @@ def test_decode_refuses_foreign_record():
         decode_sample(pickle.dumps({"pos": np.zeros(3)}))
 
 
+def framed(body: bytes) -> bytes:
+    """A record with a valid checksum around ``body`` (magic, CRC32 of the body, body)."""
+    return b"MSMC" + zlib.crc32(body).to_bytes(4, "little") + body
+
+
 def test_decode_refuses_object_dtype_in_header():
-    """A forged header naming an object dtype is refused."""
+    """A forged header naming an object dtype is refused, even with a valid checksum."""
     header = json.dumps({"k": [["x", "|O", [1], 0, 8]]}).encode()
-    record = b"MSML" + len(header).to_bytes(4, "little") + header + bytes(8)
+    record = framed(len(header).to_bytes(4, "little") + header + bytes(8))
     with pytest.raises(DatasetFormatError, match="never writes"):
         decode_sample(record)
 
@@ -290,7 +298,7 @@ def test_reading_never_unpickles(tmp_path, monkeypatch):
 
 
 def test_raw_records_hold_no_pickle(tmp_path):
-    """Every raw LMDB value is a MSML record or the JSON metadata, with no pickle protocol header."""
+    """Every raw LMDB value is a checksummed MSMC record (samples, JSON metadata), with no pickle protocol header."""
     path = write(tmp_path / "raw.lmdb", make_samples(10))
     env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
     try:
@@ -303,23 +311,31 @@ def test_raw_records_hold_no_pickle(tmp_path):
         for opcode in (b"\x80\x02", b"\x80\x03", b"\x80\x04\x95", b"\x80\x05\x95"):
             assert not value.startswith(opcode), key
         assert b"\x80\x04\x95" not in value and b"\x80\x05\x95" not in value, key
+        assert value.startswith(b"MSMC"), key
+        assert int.from_bytes(value[4:8], "little") == zlib.crc32(value[8:]), key
         if key == METADATA_KEY:
-            assert json.loads(value)["count"] == 10
-        else:
-            assert value.startswith(b"MSML"), key
+            assert json.loads(value[8:])["count"] == 10
 
 
 # ---------------------------------------------------------------- atomic writes
 def test_exception_in_block_leaves_nothing(tmp_path):
-    """An exception inside the with block removes the temporary file and creates no dataset."""
-    path = tmp_path / "sub" / "broken.lmdb"
+    """An exception inside the with block removes the temporary file and the folders it made; no dataset."""
+    path = tmp_path / "sub" / "deeper" / "broken.lmdb"
     with pytest.raises(KeyError):
         with DatasetWriter(path) as writer:
             for sample in make_samples(600):  # more than one LMDB commit
                 writer.append(sample)
+            assert path.parent.is_dir()
             raise KeyError("boom")
     assert not path.exists()
-    assert os.listdir(path.parent) == []
+    assert os.listdir(tmp_path) == []  # sub/deeper were made by the writer, so they go too
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    with pytest.raises(KeyError):
+        with DatasetWriter(existing / "broken.lmdb") as writer:
+            writer.append(make_samples(1)[0])
+            raise KeyError("boom")
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(existing) == []  # a folder it did not make stays
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
@@ -367,7 +383,7 @@ KILLED_WRITER = textwrap.dedent("""
 
 
 def test_killed_writer_leaves_no_dataset(tmp_path):
-    """SIGKILL during a write leaves nothing at the path; the next writer removes the stale temp file."""
+    """SIGKILL mid-write leaves no dataset; its temp file is never read, and goes at the next write in the folder."""
     path = tmp_path / "killed.lmdb"
     process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -388,13 +404,20 @@ def test_killed_writer_leaves_no_dataset(tmp_path):
         process.stderr.close()
 
     assert not path.exists()
+    partial = tmp_path / f".killed.lmdb.partial-{process.pid}"
     left = os.listdir(tmp_path)
-    assert left == [f".killed.lmdb.partial-{process.pid}"], left
+    assert left == [partial.name], left
     with pytest.raises(FileNotFoundError):
         LMDBDataset(path)
+    with pytest.raises(FileNotFoundError, match="no \\*.lmdb"):
+        LMDBDataset(tmp_path)  # the half-written file is not read as a dataset of the folder
+    with pytest.raises(DatasetFormatError, match="temporary file of a conversion to killed.lmdb"):
+        DatasetFile(partial)
 
+    write(tmp_path / "another.lmdb", make_samples(2))  # a write to any name in the folder removes it
+    assert os.listdir(tmp_path) == ["another.lmdb"]
     write(path, make_samples(4))
-    assert os.listdir(tmp_path) == ["killed.lmdb"]
+    assert sorted(os.listdir(tmp_path)) == ["another.lmdb", "killed.lmdb"]
     assert len(LMDBDataset(path)) == 4
 
 
@@ -593,11 +616,12 @@ def test_non_lmdb_file(tmp_path, content):
 
 
 def _rewrite_metadata(path: Path, **changes) -> None:
+    """Change metadata fields in place, with a valid checksum (as a newer or foreign writer would)."""
     env = lmdb.open(str(path), subdir=False, lock=False)
     with env.begin(write=True) as txn:
-        metadata = json.loads(txn.get(METADATA_KEY))
+        metadata = json.loads(txn.get(METADATA_KEY)[8:])
         metadata.update(changes)
-        txn.put(METADATA_KEY, json.dumps(metadata).encode())
+        txn.put(METADATA_KEY, framed(json.dumps(metadata).encode()))
     env.close()
 
 

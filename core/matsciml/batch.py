@@ -42,6 +42,12 @@ class Batch:
             ones (forces) ``[num_atoms_total, ...]``.
         extras: per-atom structure annotations present in every sample
             (``tags`` [N] int64, ``fixed`` [N] bool).
+        sample_names: where each structure came from (``"sample 17 of
+            data/lips.lmdb"``), filled in by the data module so that a
+            failure can name the samples of the batch; None when unknown.
+        skipped: samples of this batch left out because they failed
+            validation at read time (``data.skip_invalid``), as
+            ``(name, reason)`` pairs.
     """
 
     inputs: Any
@@ -53,6 +59,8 @@ class Batch:
     pbc: torch.Tensor
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    sample_names: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_structures(self) -> int:

@@ -19,6 +19,9 @@ _HEAD_HELP = {
     "head_layers": "number of hidden layers of the output MLP",
     "activation": "activation of the output MLP (silu, relu, gelu, tanh)",
 }
+# Checked before a task is built, so a bad value is one line naming it.
+_HEAD_RANGES = {"head_hidden_dim": ">=1", "head_layers": ">=0"}
+_HEAD_CHOICES = {"activation": ("silu", "relu", "gelu", "tanh")}
 
 
 @hookimpl
@@ -51,6 +54,8 @@ def matsciml_tasks() -> list[TaskSpec]:
                 "reference_energies": "fit per-element reference energies on the training split",
                 **_HEAD_HELP,
             },
+            param_ranges={"energy_weight": ">=0", "force_weight": ">=0", **_HEAD_RANGES},
+            param_choices=_HEAD_CHOICES,
             required_targets=("energy", "forces"),
         ),
         TaskSpec(
@@ -60,6 +65,8 @@ def matsciml_tasks() -> list[TaskSpec]:
             defaults={"reference_energies": True, **_HEAD_DEFAULTS},
             param_help={"reference_energies": "fit per-element reference energies on the training split",
                         **_HEAD_HELP},
+            param_ranges=_HEAD_RANGES,
+            param_choices=_HEAD_CHOICES,
             required_targets=("relaxed_energy",),
         ),
         TaskSpec(
@@ -75,5 +82,7 @@ def matsciml_tasks() -> list[TaskSpec]:
                 "readout": "pool atom embeddings by mean (intensive) or sum (extensive)",
                 **_HEAD_HELP,
             },
+            param_ranges=_HEAD_RANGES,
+            param_choices={"loss": ("l1", "mse"), "readout": ("mean", "sum"), **_HEAD_CHOICES},
         ),
     ]

@@ -33,3 +33,11 @@ class InvalidSampleError(MatscimlError, ValueError):
 
 class DatasetFormatError(MatscimlError):
     """A file is not a readable matsciml dataset, or is of another schema version."""
+
+
+class DatasetWriteError(MatscimlError, OSError):
+    """Writing a dataset file failed: read-only folder, full disk, file-size limit..."""
+
+
+class NonFiniteError(MatscimlError, FloatingPointError):
+    """Training met a NaN or infinite loss, prediction or gradient; the samples are named."""

@@ -44,8 +44,8 @@ from matsciml.specs import DatasetSpec, ModelSpec, RepresentationSpec, TaskSpec
 PROJECT_NAME = "matsciml"
 """The pluggy project name, and the entry-point group plugins declare."""
 
-HOOKSPEC_VERSION = 1
-"""Version of this contract (hooks and spec fields)."""
+HOOKSPEC_VERSION = 2
+"""Version of this contract (hooks and spec fields); 2 added ``param_ranges`` and ``param_choices``."""
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -139,7 +139,7 @@ class Registry:
             if implementation is None:
                 continue
             expected = SPEC_CLASSES[kind]
-            for spec in implementation() or ():
+            for spec in _as_list(implementation(), hook_name, expected):
                 if not isinstance(spec, expected):
                     raise TypeError(
                         f"hook {hook_name} returned {type(spec).__name__} ({spec!r:.80}); "
@@ -255,6 +255,22 @@ class Registry:
     def _check_kind(kind: str) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+
+
+def _as_list(result: Any, hook_name: str, expected: type) -> list[Any]:
+    """A hook's result as a list, or a ``TypeError`` that says what came back instead.
+
+    ``None`` is refused too: a hook that returns nothing has almost always
+    lost its ``return``, and a plugin that silently provides nothing is
+    harder to diagnose than one listed with this error.
+    """
+    if isinstance(result, expected):
+        raise TypeError(f"hook {hook_name} returned one {expected.__name__}, not a list of them; "
+                        f"return [spec]")
+    if result is None or isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
+        raise TypeError(f"hook {hook_name} returned {type(result).__name__} ({result!r:.80}); "
+                        f"it must return a list of {expected.__name__} objects")
+    return list(result)
 
 
 def _plugin_aliases(record: PluginRecord) -> set[str]:

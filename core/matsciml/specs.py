@@ -6,6 +6,21 @@ each), and what it needs. The factory may be given as ``"module:attribute"``
 so that listing components never imports a heavy dependency (DGL, a model);
 it is imported only when the component is built.
 
+Hyper-parameters are checked before anything is built, so a wrong value is
+one line naming it instead of a traceback from deep inside a model:
+
+* the type of each default decides the accepted type: an ``int`` default
+  accepts integers only (not ``True``, not ``"8"``), a ``float`` default
+  integers and floats, a ``bool`` default only ``true``/``false``, a ``str``
+  default only strings, a list default a list (or one string), and a
+  ``None`` default anything;
+* ``param_ranges`` bounds numbers, in one of the forms ``">0"``, ``">=0"``,
+  ``"<1"``, ``"<=1"`` or an interval ``"[0,1]"``, ``"(0,1]"``, ``"[0,1)"``,
+  ``"(0,1)"`` (square bracket: bound included);
+* ``param_choices`` lists the accepted values (matched exactly).
+
+A ``None`` value is always accepted where the default is ``None``.
+
 These classes are part of the public contract (see :mod:`matsciml.hookspecs`).
 """
 from __future__ import annotations
@@ -13,16 +28,141 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-from collections.abc import Callable, Mapping
+import math
+import numbers
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from matsciml.errors import MatscimlError
 
 
-
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value or {})
+
+
+def _one_line(text: str) -> str:
+    """Collapse a message onto one line (the CLI prints one line per failure)."""
+    return " ".join(str(text).split())
+
+
+# ------------------------------------------------------------ value checks
+def is_integer(value: Any) -> bool:
+    """An integer that is not a bool (``True`` is an ``int`` to Python, never to a config)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An integer or a float, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_RANGE_FORM = re.compile(
+    r"^\s*(?:(?P<op>>=|<=|>|<)\s*(?P<bound>[^\s,()\[\]]+)"
+    r"|(?P<open>[\[(])\s*(?P<low>[^\s,]+)\s*,\s*(?P<high>[^\s\])]+)\s*(?P<close>[\])]))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """The numbers a hyper-parameter accepts, parsed from a spec's ``param_ranges``.
+
+    Forms: ``">0"``, ``">=0"``, ``"<1"``, ``"<=1"``, ``"[0,1]"``, ``"(0,1]"``,
+    ``"[0,1)"``, ``"(0,1)"``; a square bracket includes its bound.
+    """
+
+    low: float | None
+    high: float | None
+    low_included: bool = True
+    high_included: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "ParamRange":
+        """The range written as ``text``; ``ValueError`` naming the accepted forms otherwise."""
+        match = _RANGE_FORM.match(text) if isinstance(text, str) else None
+        try:
+            if match and match["op"]:
+                bound = float(match["bound"])
+                if match["op"].startswith(">"):
+                    return cls(low=bound, high=None, low_included=match["op"] == ">=")
+                return cls(low=None, high=bound, high_included=match["op"] == "<=")
+            if match:
+                low, high = float(match["low"]), float(match["high"])
+                if low > high:
+                    raise ValueError("the lower bound is above the upper one")
+                return cls(low=low, high=high, low_included=match["open"] == "[",
+                           high_included=match["close"] == "]")
+        except ValueError as exc:
+            raise ValueError(f"range {text!r} is not valid ({exc}); write it as >0, >=0, <1, <=1, "
+                             f"[0,1], (0,1], [0,1) or (0,1)") from None
+        raise ValueError(f"range {text!r} is not valid; write it as >0, >=0, <1, <=1, [0,1], (0,1], "
+                         f"[0,1) or (0,1)")
+
+    def __contains__(self, value: object) -> bool:
+        if not is_number(value) or math.isnan(float(value)):  # type: ignore[arg-type]
+            return False
+        number = float(value)  # type: ignore[arg-type]
+        if self.low is not None and (number < self.low or (number == self.low and not self.low_included)):
+            return False
+        if self.high is not None and (number > self.high or (number == self.high and not self.high_included)):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """``"> 0"``, ``">= 1"``, ``"in [0, 1]"``: how the range reads in a message."""
+        if self.high is None:
+            return f"{'>=' if self.low_included else '>'} {_number(self.low)}"
+        if self.low is None:
+            return f"{'<=' if self.high_included else '<'} {_number(self.high)}"
+        return (f"in {'[' if self.low_included else '('}{_number(self.low)}, {_number(self.high)}"
+                f"{']' if self.high_included else ')'}")
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and value.is_integer() else str(value)
+
+
+def _type_rule(default: Any) -> tuple[str, Callable[[Any], bool]] | None:
+    """What a default's type accepts: (words for messages, test); ``None``: anything."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return "true or false", lambda value: isinstance(value, bool)
+    if is_integer(default):
+        return "an integer", is_integer
+    if is_number(default):
+        return "a number", is_number
+    if isinstance(default, str):
+        return "a string", lambda value: isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return "a list", lambda value: isinstance(value, (list, tuple, str))
+    if isinstance(default, Mapping):
+        return "a mapping", lambda value: isinstance(value, Mapping)
+    return None
+
+
+def _same_choice(value: Any, choice: Any) -> bool:
+    # exact: 1 is not True, and 'L1' is not 'l1' (the factory may not know it)
+    return type(value) is type(choice) and value == choice
+
+
+def as_yaml(value: Any) -> str:
+    """A value as it would be typed in a ``key=value`` override (``null``, ``true``, ``silu``, ``6.0``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(as_yaml(item) for item in value) + "]"
+    return str(value)
+
+
+def invalid_value_message(key: str, value: Any, expected: str, fix: str) -> str:
+    """The one line for a value of the wrong type or range: key, value, what is expected, the fix."""
+    return _one_line(f"{key}={value!r} is not valid: expected {expected}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +179,12 @@ class ComponentSpec:
         param_help: one help line per hyper-parameter, shown by ``matsciml info``.
         distribution: the installed distribution that provided the spec; the
             registry fills it in, plugins leave it ``None``.
+        param_ranges: the numbers a hyper-parameter accepts, e.g.
+            ``{"hidden_dim": ">=1", "dropout": "[0,1)"}`` (forms: ``>0``,
+            ``>=0``, ``<1``, ``<=1``, ``[a,b]``, ``(a,b]``, ``[a,b)``, ``(a,b)``).
+            Shown by ``matsciml info`` and enforced before the factory runs.
+        param_choices: the values a hyper-parameter accepts, e.g.
+            ``{"activation": ("silu", "relu")}`` (matched exactly).
     """
 
     kind: ClassVar[str] = "component"
@@ -49,6 +195,8 @@ class ComponentSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     param_help: Mapping[str, str] = field(default_factory=dict)
     distribution: str | None = None
+    param_ranges: Mapping[str, str] = field(default_factory=dict)
+    param_choices: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -60,6 +208,34 @@ class ComponentSpec:
             )
         object.__setattr__(self, "defaults", _frozen_mapping(self.defaults))
         object.__setattr__(self, "param_help", _frozen_mapping(self.param_help))
+        object.__setattr__(self, "param_ranges", _frozen_mapping(self.param_ranges))
+        choices = _frozen_mapping(self.param_choices)
+        object.__setattr__(self, "param_choices", {
+            key: tuple(values) if isinstance(values, (list, tuple, set, frozenset)) else values
+            for key, values in choices.items()})
+        self._check_declarations()
+
+    def _check_declarations(self) -> None:
+        """Ranges and choices name declared hyper-parameters and are well formed (a plugin author's error)."""
+        where = f"{self.kind} {self.name!r}"
+        for table in ("param_ranges", "param_choices"):
+            undeclared = sorted(set(getattr(self, table)) - set(self.defaults)) if self.defaults else []
+            if undeclared:
+                raise ValueError(f"{where}: {table} names {', '.join(undeclared)}, which are not in its "
+                                 f"defaults ({', '.join(self.defaults) or 'none'}); declare a default for each")
+        for key, text in self.param_ranges.items():
+            try:
+                ParamRange.parse(text)
+            except ValueError as exc:
+                raise ValueError(f"{where}: param_ranges[{key!r}]: {exc}") from None
+            default = self.defaults.get(key)
+            if default is not None and not is_number(default):
+                raise ValueError(f"{where}: param_ranges[{key!r}] bounds a number, but the default "
+                                 f"{default!r} is not one; give a numeric default or drop the range")
+        for key, values in self.param_choices.items():
+            if not isinstance(values, tuple) or not values:
+                raise ValueError(f"{where}: param_choices[{key!r}] must be a non-empty list of values, "
+                                 f"got {values!r}")
 
     def load_factory(self) -> Callable[..., Any]:
         """Return the factory, importing it if it was given as a string."""
@@ -82,27 +258,90 @@ class ComponentSpec:
             ) from exc
         return target
 
+    def expected(self, name: str) -> str | None:
+        """In words, what hyper-parameter ``name`` accepts (``"an integer >= 1"``); ``None``: anything."""
+        default = self.defaults.get(name)
+        rule = _type_rule(default)
+        words = rule[0] if rule else ""
+        if name in self.param_ranges:
+            words = f"{words or 'a number'} {ParamRange.parse(self.param_ranges[name]).describe()}"
+        if name in self.param_choices:
+            words = "one of " + ", ".join(repr(choice) for choice in self.param_choices[name])
+        if not words:
+            return None
+        return f"{words} or null" if default is None else words
+
+    def accepts(self, name: str, value: Any) -> bool:
+        """Whether ``value`` fits hyper-parameter ``name``'s type, range and choices."""
+        default = self.defaults.get(name)
+        if value is None and default is None:
+            return True
+        rule = _type_rule(default)
+        if rule and not rule[1](value):
+            return False
+        if name in self.param_ranges and value not in ParamRange.parse(self.param_ranges[name]):
+            return False
+        if name in self.param_choices and not any(_same_choice(value, c) for c in self.param_choices[name]):
+            return False
+        return True
+
+    def check_params(self, params: Mapping[str, Any], section: str | None = None) -> None:
+        """Raise :class:`MatscimlError` for an unknown name or a value of the wrong type or range.
+
+        ``section`` is the config section the values come from (``"model"``),
+        so that the message names the key as the user wrote it
+        (``model.hidden_dim``). A spec with no declared defaults accepts any
+        keyword.
+        """
+        if self.defaults:
+            unknown = sorted(set(params) - set(self.defaults))
+            if unknown:
+                keys = ", ".join(f"{section}.{name}" if section else name for name in unknown)
+                raise MatscimlError(
+                    f"{self.kind} {self.name!r} has no hyper-parameter(s) {keys}; "
+                    f"known: {', '.join(sorted(self.defaults))}"
+                )
+        source = f" from {self.distribution}" if self.distribution else ""
+        for name, value in params.items():
+            if self.accepts(name, value):
+                continue
+            key = f"{section}.{name}" if section else name
+            expected = f"{self.expected(name)} for {self.kind} {self.name!r}{source}"
+            fix = f"set {key} to such a value, e.g. {key}={as_yaml(self.defaults.get(name))} (the default)"
+            raise MatscimlError(invalid_value_message(key, value, expected, fix))
+
     def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``overrides``; unknown names are an error.
+        """Defaults updated with ``overrides``, after :meth:`check_params`.
 
         A spec with no declared defaults accepts any keyword.
         """
         overrides = dict(overrides or {})
-        if self.defaults:
-            unknown = sorted(set(overrides) - set(self.defaults))
-            if unknown:
-                raise MatscimlError(
-                    f"{self.kind} {self.name!r} has no hyper-parameter(s) {', '.join(unknown)}; "
-                    f"known: {', '.join(sorted(self.defaults))}"
-                )
+        self.check_params(overrides)
         return {**self.defaults, **overrides}
 
-    def build(self, *args: Any, **overrides: Any) -> Any:
+    def build(self, *args: Any, factory_kwargs: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
         """Build the component with its defaults updated by ``overrides``.
 
-        Positional ``args`` go to the factory as they are (a task's backbone).
+        Positional ``args`` go to the factory as they are (a task's backbone);
+        so do ``factory_kwargs``, keywords that are not hyper-parameters (a
+        task's ``optimizer`` and ``scheduler`` sections). A factory that raises
+        is reported naming this component, its kind and its distribution, so
+        the user knows whose code failed; errors matsciml raises on purpose
+        pass through unchanged.
         """
-        return self.load_factory()(*args, **self.resolve_params(overrides))
+        params = self.resolve_params(overrides)
+        factory = self.load_factory()
+        try:
+            return factory(*args, **params, **dict(factory_kwargs or {}))
+        except MatscimlError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin may raise anything; KeyboardInterrupt stays
+            source = self.distribution or "an unknown distribution"
+            authors = "matsciml's authors" if self.distribution == "matsciml" else "that plugin's authors"
+            raise MatscimlError(_one_line(
+                f"{self.kind} {self.name!r} from {source} failed to build with {params}: "
+                f"{type(exc).__name__}: {exc}; check the hyper-parameters or report it to {authors}"
+            )) from exc
 
     def with_distribution(self, distribution: str) -> "ComponentSpec":
         return dataclasses.replace(self, distribution=distribution)
@@ -117,7 +356,9 @@ class ComponentSpec:
             "distribution": self.distribution,
             "factory": factory,
             "hyperparameters": [
-                {"name": key, "default": _jsonable(value), "help": self.param_help.get(key, "")}
+                {"name": key, "default": _jsonable(value), "help": self.param_help.get(key, ""),
+                 "range": self.param_ranges.get(key),
+                 "choices": _jsonable(self.param_choices[key]) if key in self.param_choices else None}
                 for key, value in self.defaults.items()
             ],
         }

@@ -31,6 +31,17 @@ PARAM_HELP: dict[str, str] = {
     "num_radial": "Gaussian radial basis functions of the distance (0 = the paper's single squared distance)",
 }
 
+PARAM_RANGES: dict[str, str] = {
+    "hidden_dim": ">=1",
+    "num_layers": ">=1",
+    "cutoff_radius": ">0",
+    "num_radial": ">=0",
+}
+"""Checked before the model is built, so a bad value is one line naming it."""
+
+PARAM_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("silu", "relu")}
+"""The activations :mod:`matsciml_egnn.blocks` knows."""
+
 
 @hookimpl
 def matsciml_models() -> list[ModelSpec]:
@@ -42,6 +53,8 @@ def matsciml_models() -> list[ModelSpec]:
             factory="matsciml_egnn.model:EGNN",
             defaults=dict(DEFAULTS),
             param_help=dict(PARAM_HELP),
+            param_ranges=dict(PARAM_RANGES),
+            param_choices=dict(PARAM_CHOICES),
             representation="dgl-graph",
             representation_distribution="matsciml-dgl",
         )

@@ -16,26 +16,35 @@ def add_commands(commands: Any) -> None:
 
     convert = actions.add_parser(
         "convert", help="convert structure files (any format ASE reads) into a matsciml dataset",
-        description="Read structures with ASE, validate each one, and write a matsciml LMDB dataset. "
-                    "Energy, forces and stress come from the calculator results; other info/arrays "
-                    "entries become properties. Invalid structures are reported and left out.")
+        description="Read structures with ASE frame by frame, validate each one, and write a matsciml LMDB "
+                    "dataset. Energy, forces and stress come from the calculator results; other info/arrays "
+                    "entries become properties. A frame that cannot be parsed or breaks the schema is "
+                    "reported with its file and index and left out; the other frames are kept.")
     convert.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files (extxyz, VASP, CIF, ASE db, ...)")
-    convert.add_argument("-o", "--output", required=True, help="dataset file to write, e.g. data/lips.lmdb")
+    convert.add_argument("-o", "--output", required=True,
+                         help="dataset file to write, e.g. data/lips.lmdb (never one of the inputs)")
     convert.add_argument("--name", help="dataset name recorded in the metadata (default: output file stem)")
     convert.add_argument("--description", default="", help="free text recorded in the metadata")
     convert.add_argument("--unit", action="append", default=[], metavar="KEY=UNIT",
                          help="unit of a property the schema does not know (repeatable), e.g. --unit band_gap=eV")
-    convert.add_argument("--index", default=":", help="ASE index of the structures to read from each file (default ':', all)")
+    convert.add_argument("--index", default=":",
+                         help="ASE index of the frames to read from each file, e.g. '10:20' or '::2' (default ':', all); "
+                              "reports give each frame's index in its file")
     convert.add_argument("--format", dest="file_format", help="ASE format name when the extension does not tell it")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset at the output path")
-    convert.add_argument("--strict", action="store_true", help="fail (exit 1, no dataset) if any structure is invalid")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="replace an existing dataset at the output path (an input file is never replaced)")
+    convert.add_argument("--strict", action="store_true",
+                         help="fail (exit 1, nothing written, an existing output kept) at the first frame "
+                              "that is invalid or cannot be parsed")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.add_argument("--json", action="store_true", help="print the report as JSON")
     convert.set_defaults(handler=run_convert)
 
     inspect = actions.add_parser("inspect", help="summarise a dataset: count, elements, atom counts, properties")
     inspect.add_argument("paths", nargs="+", metavar="PATH", help="dataset file(s) or directory, or a registered dataset name")
-    inspect.add_argument("--validate", action="store_true", help="also read every sample and check it against the schema")
+    inspect.add_argument("--validate", action="store_true",
+                         help="also read every sample, verify its checksum and check it against the schema; "
+                              "lists every bad sample with its file, index and reason (exit 1 if any)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(handler=run_inspect)
 
@@ -62,8 +71,9 @@ def run_convert(args: argparse.Namespace) -> int:
                     "num_rejected": report.num_rejected, "rejected": report.rejected})
         return 0
     print(f"wrote {report.written} structures to {report.output}"
-          + (f"; left out {report.num_rejected} invalid structure(s):" if report.num_rejected else ""))
-    for rejected in report.rejected[:20]:
+          + (f"; left out {report.num_rejected} invalid structure(s) (unreadable or breaking the schema):"
+             if report.num_rejected else ""))
+    for rejected in report.rejected[:20]:  # one line each, naming file and frame
         print(f"  {rejected['reason']}")
     if report.num_rejected > 20:
         print(f"  ... and {report.num_rejected - 20} more (all recorded in the dataset's metadata)")
@@ -95,14 +105,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     invalid = list(validate_all(dataset)) if args.validate else None
     if args.json:
         if invalid is not None:
-            summary["invalid"] = [{"index": i, "reason": r} for i, r in invalid]
+            summary["invalid"] = [bad._asdict() for bad in invalid]
         print_json(summary)
     else:
         _print_summary(summary, invalid)
     return 1 if invalid else 0
 
 
-def _print_summary(summary: dict[str, Any], invalid: list[tuple[int, str]] | None) -> None:
+def _print_summary(summary: dict[str, Any], invalid: list[Any] | None) -> None:
     print(f"dataset     {summary['name']}  ({', '.join(summary['files'])})")
     if summary["description"]:
         print(f"about       {summary['description']}")
@@ -127,7 +137,8 @@ def _print_summary(summary: dict[str, Any], invalid: list[tuple[int, str]] | Non
     if invalid is not None:
         if invalid:
             print(f"INVALID samples: {len(invalid)}", file=sys.stderr)
-            for _, reason in invalid[:20]:
-                print(f"  {reason}", file=sys.stderr)
+            for bad in invalid:  # every one: this list is what to repair or drop
+                print(f"  {bad.reason}", file=sys.stderr)
         else:
-            print(f"validated   all {summary['count']} samples follow schema version {summary['schema_version']}")
+            print(f"validated   all {summary['count']} samples: checksums intact, schema version "
+                  f"{summary['schema_version']} followed")

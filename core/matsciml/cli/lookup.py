@@ -5,6 +5,7 @@ import argparse
 from typing import Any
 
 from matsciml.cli.output import print_json, print_table
+from matsciml.errors import MatscimlError
 from matsciml.registry import Registry, get_registry, normalize_name
 from matsciml.specs import KINDS, ComponentSpec, ModelSpec
 
@@ -118,20 +119,25 @@ def _parameter_count(spec: ComponentSpec) -> tuple[int | None, str | None]:
         model = spec.build()
         return sum(p.numel() for p in model.parameters()), None
     except Exception as exc:  # noqa: BLE001 - info should still show the rest
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, _cause(exc)
 
 
 def _dataset_contents(spec: ComponentSpec) -> tuple[dict[str, Any] | None, str | None]:
     try:
         dataset = spec.build()
     except Exception as exc:  # noqa: BLE001
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, _cause(exc)
     metadata = getattr(dataset, "metadata", None)
     if not metadata:
         return {"num_samples": len(dataset)}, None
     from matsciml.data.inspect import summarize
 
     return summarize(metadata), None
+
+
+def _cause(exc: Exception) -> str:
+    """Why a component cannot be built here: matsciml's own message, or the error's type and text."""
+    return str(exc) if isinstance(exc, MatscimlError) else f"{type(exc).__name__}: {exc}"
 
 
 def _print_description(d: dict[str, Any]) -> None:
@@ -164,7 +170,15 @@ def _print_description(d: dict[str, Any]) -> None:
             print(f"  cannot open it here: {d['build_error']}")
     if d["hyperparameters"]:
         print("  hyper-parameters:")
-        print_table(["NAME", "DEFAULT", "MEANING"],
-                    [[p["name"], repr(p["default"]), p["help"]] for p in d["hyperparameters"]], indent=4)
+        print_table(["NAME", "DEFAULT", "ALLOWED", "MEANING"],
+                    [[p["name"], repr(p["default"]), _allowed(p), p["help"]] for p in d["hyperparameters"]],
+                    indent=4)
     else:
         print("  hyper-parameters: none")
+
+
+def _allowed(parameter: dict[str, Any]) -> str:
+    """The declared range or choices of a hyper-parameter, as the spec wrote them (``>=1``, ``silu|relu``)."""
+    if parameter.get("choices"):
+        return "|".join(str(choice) for choice in parameter["choices"])
+    return parameter.get("range") or ""

@@ -22,8 +22,10 @@ def add_commands(commands: Any) -> None:
     train.add_argument("--dataset", help="shortcut for dataset.name=NAME_OR_PATH")
     train.add_argument("--task", help="shortcut for task.name=NAME")
     train.add_argument("--print-config", action="store_true",
-                       help="print the resolved config (every default filled in) as YAML and exit")
-    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+                       help="print the resolved config (every default filled in) as YAML (JSON with --json) "
+                            "and exit")
+    train.add_argument("--json", action="store_true",
+                       help="print the final metrics as JSON; progress and logs go to standard error")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained checkpoint on a dataset split")
@@ -31,9 +33,20 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument("--dataset", help="evaluate on this dataset (name or path) instead of the training one")
     evaluate.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
                           help="which part of the recorded split (default val; with --dataset, 'all' is usual)")
-    evaluate.add_argument("--batch-size", type=int, help="override the batch size")
-    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--batch-size", type=_positive_int, metavar="N", help="override the batch size")
+    evaluate.add_argument("--json", action="store_true", help="print JSON; progress and logs go to standard error")
     evaluate.set_defaults(handler=run_evaluate)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a whole number >= 1")
+    return value
 
 
 def _gather_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,16 +65,25 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = resolve_config(_gather_config(args))
     if args.print_config:
-        print(dump_config(config), end="")
+        if args.json:  # JSON is YAML too: `--config` reads this back
+            print_json(config)
+        else:
+            print(dump_config(config), end="")
         return 0
     result = train(config)
     rows = _comparison_rows(result.metrics, result.baseline)
+    skipped = getattr(result, "skipped_invalid", None) or {"count": 0, "samples": []}
     if args.json:
         print_json({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
-                    "epochs": result.epochs, "metrics": result.metrics, "baseline": result.baseline})
+                    "epochs": result.epochs, "metrics": result.metrics, "baseline": result.baseline,
+                    "skipped_invalid": skipped})
         return 0
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
+    if skipped["count"]:
+        print(f"skipped {skipped['count']} invalid sample(s) (data.skip_invalid); the first: "
+              f"{skipped['samples'][0]['sample']}: {skipped['samples'][0]['reason']} "
+              f"(listed in {result.run_dir / 'metrics.json'})")
     print("validation metrics of the best checkpoint, beside the trivial baseline "
           "(training mean; zero forces):")
     print_table(["METRIC", "MODEL", "BASELINE", "MODEL/BASELINE"], rows)
@@ -84,7 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     loaded = load_checkpoint(args.checkpoint, dataset=args.dataset)
     datamodule = loaded.run.datamodule
-    if args.batch_size:
+    if args.batch_size is not None:
         datamodule.batch_size = args.batch_size
     metrics = evaluate_task(loaded.task, datamodule, args.split, loaded.config["trainer"])
     dataset = args.dataset or loaded.config["dataset"]["name"]

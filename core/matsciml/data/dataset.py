@@ -63,6 +63,11 @@ class LMDBDataset(torch.utils.data.Dataset):
         return self._ends[-1] if self._ends else 0
 
     def __getitem__(self, index: int) -> Sample:
+        file, local_index = self.locate(index)
+        return file.read(local_index, keys=self.keys)
+
+    def locate(self, index: int) -> tuple[DatasetFile, int]:
+        """The file holding sample ``index`` and its index within that file."""
         length = len(self)
         asked = index
         if index < 0:
@@ -71,7 +76,12 @@ class LMDBDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {asked} is out of range for a dataset of {length} samples")
         file_number = bisect.bisect_right(self._ends, index)
         start = self._ends[file_number - 1] if file_number else 0
-        return self.files[file_number].read(index - start, keys=self.keys)
+        return self.files[file_number], index - start
+
+    def describe(self, index: int) -> tuple[int, str]:
+        """``(index within its file, file path)``, for messages that name a sample."""
+        file, local_index = self.locate(index)
+        return local_index, str(file.path)
 
     @property
     def targets(self) -> list[str]:

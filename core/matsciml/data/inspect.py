@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from matsciml.data.schema import ELEMENT_SYMBOLS, validate_sample
 
@@ -44,11 +44,43 @@ def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validate_all(dataset: Any) -> Iterator[tuple[int, str]]:
-    """Read every sample and yield (index, problem) for those breaking the schema."""
-    source = ", ".join(str(f.path) for f in getattr(dataset, "files", [])) or None
-    for index in range(len(dataset)):
-        try:
-            validate_sample(dataset[index], index=index, source=source)
-        except Exception as exc:  # noqa: BLE001 - report every kind of unreadable sample
-            yield index, str(exc)
+class InvalidSample(NamedTuple):
+    """A sample that cannot be used, where it is and why."""
+
+    file: str | None  # the dataset file it is stored in (None for datasets not read from files)
+    index: int  # its index in that file (in the dataset when there is no file)
+    dataset_index: int  # its index in the dataset as a whole, as in ``dataset[i]``
+    reason: str  # one line naming the file, the sample and the problem
+
+
+def validate_all(dataset: Any) -> Iterator[InvalidSample]:
+    """Read every sample and yield each one that is unreadable or breaks the schema.
+
+    Every sample is tried, whatever happened to the ones before: damaged
+    records (checksum mismatch, undecodable header), missing records and
+    schema violations are all reported, so one pass lists everything wrong.
+    Datasets read from files (``dataset.files``, e.g.
+    :class:`~matsciml.data.dataset.LMDBDataset`) are read file by file
+    through :meth:`~matsciml.data.storage.DatasetFile.read`, with all keys,
+    so each reason names the file and the sample's index in it.
+    """
+    files = getattr(dataset, "files", None)
+    if not files:
+        for index in range(len(dataset)):
+            try:
+                validate_sample(dataset[index], index=index)
+            except Exception as exc:  # noqa: BLE001 - report every kind of unreadable sample and go on
+                yield InvalidSample(None, index, index, str(exc))
+        return
+    start = 0
+    for file in files:
+        source = str(file.path)
+        for index in range(len(file)):
+            try:
+                validate_sample(file.read(index), index=index, source=source)
+            except Exception as exc:  # noqa: BLE001 - report every kind of unreadable sample and go on
+                reason = str(exc)
+                if source not in reason:  # an unexpected error: say where it happened
+                    reason = f"sample {index} of {source}: {type(exc).__name__}: {reason}"
+                yield InvalidSample(source, index, start + index, reason)
+        start += len(file)

@@ -3,11 +3,14 @@
 A sample is a mapping of named numpy arrays, the same for every dataset.
 :func:`validate_sample` checks one structure and returns it with canonical
 dtypes; every message names the sample (index and source) and the problem,
-so a user can find the bad structure in their input.
+so a user can find the bad structure in their input. It runs at conversion
+and on every sample read, so a structure that would train into NaN (two
+atoms at one position, a periodic direction without a lattice vector) never
+reaches a model.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,17 @@ SCHEMA_VERSION = 1
 """Version of the sample schema and the on-disk format built on it."""
 
 MAX_ATOMIC_NUMBER = 118
+
+MIN_INTERATOMIC_DISTANCE = 0.1
+"""Å: the default minimum distance between two atoms, or an atom and a periodic
+image of any atom (itself included), that :func:`validate_sample` accepts.
+
+Real structures keep atoms at least about 0.5 Å apart (the H-H bond is 0.74 Å),
+so 0.1 Å only catches what is certainly broken: duplicated atoms, atoms
+wrapped onto each other, a cell too short for its contents. Closer than that,
+radial bases and repulsive terms are far outside anything a model was fitted
+on, and at zero distance edge directions and forces are undefined (NaN).
+"""
 REQUIRED_KEYS: tuple[str, ...] = ("atomic_numbers", "pos", "pbc")
 STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
 """Keys that describe the structure; every other numeric key is a label (target)."""
@@ -91,17 +105,33 @@ def validate_sample(
     index: int | None = None,
     source: str | None = None,
     required: Iterable[str] = (),
+    min_distance: float | None = MIN_INTERATOMIC_DISTANCE,
 ) -> Sample:
     """Check a structure against the schema and return it with canonical dtypes.
+
+    Beyond keys, shapes, dtypes, elements and finiteness, the geometry must
+    make sense: every periodic direction has a lattice vector at least
+    ``min_distance`` long (and the periodic vectors are independent), and no
+    two atoms, nor an atom and a periodic image of any atom (itself
+    included), are closer than ``min_distance``. The distance check is one
+    vectorised neighbour search (:func:`matsciml.neighbors.neighbor_pairs`)
+    and runs last, on positions and a cell already known to be finite and
+    non-degenerate.
 
     Args:
         sample: key -> array-like (or str).
         index, source: where the sample comes from, for error messages.
         required: extra keys that must be present (e.g. a task's targets).
+        min_distance: Å, the closest two atoms may be
+            (:data:`MIN_INTERATOMIC_DISTANCE` by default); None skips the
+            distance check (a zero-length periodic cell vector is still refused).
 
     Raises:
         InvalidSampleError: naming the sample and what is wrong with it.
+        ValueError: if ``min_distance`` is neither None nor a positive number.
     """
+    if min_distance is not None and not (float(min_distance) > 0 and np.isfinite(min_distance)):
+        raise ValueError(f"min_distance must be a positive number of Å or None, got {min_distance!r}")
     where = describe_sample(index, source)
 
     def fail(problem: str) -> InvalidSampleError:
@@ -172,11 +202,57 @@ def validate_sample(
     if out["pbc"].any():
         if "cell" not in out:
             raise fail("pbc is set but there is no cell; give the lattice vectors as 'cell'")
-        periodic = out["cell"][out["pbc"]]
-        if np.linalg.matrix_rank(periodic) < periodic.shape[0]:
-            raise fail("the cell vectors of the periodic directions are degenerate (zero or parallel)")
+        _check_periodic_cell(out["cell"], out["pbc"], min_distance or 0.0, fail)
 
+    if min_distance is not None:
+        _check_distances(out, float(min_distance), fail)
     return out
+
+
+def _check_periodic_cell(cell: np.ndarray, pbc: np.ndarray, min_length: float,
+                         fail: Callable[[str], InvalidSampleError]) -> None:
+    """Refuse periodic directions whose lattice vector is missing, too short or not independent."""
+    from matsciml.neighbors import degenerate_lattice  # lazy: vesin >= 0.5 imports torch
+
+    lengths = np.linalg.norm(cell, axis=1)
+    for direction in np.flatnonzero(pbc):
+        if lengths[direction] == 0 or lengths[direction] < min_length:
+            minimum = f" (the minimum is {min_length:g} Å)" if min_length else ""
+            raise fail(f"cell vector {direction} of periodic direction {direction} is {lengths[direction]:.3f} Å "
+                       f"long{minimum}; each atom would sit on its own periodic image; give the full cell, "
+                       f"or set pbc to False along direction {direction}")
+    if degenerate_lattice(cell[pbc]):
+        raise fail(f"the cell vectors of the periodic directions {np.flatnonzero(pbc).tolist()} are degenerate "
+                   f"((nearly) parallel or coplanar: {cell[pbc].round(6).tolist()}); give independent lattice "
+                   f"vectors")
+
+
+def _check_distances(sample: Sample, min_distance: float, fail: Callable[[str], InvalidSampleError]) -> None:
+    """Refuse atoms (or an atom and a periodic image) closer than ``min_distance``; name the closest pair."""
+    from matsciml.neighbors import neighbor_pairs  # lazy: vesin >= 0.5 imports torch
+
+    pairs = neighbor_pairs(sample["pos"], sample.get("cell"), sample["pbc"], min_distance)
+    if len(pairs.distances) == 0:
+        return
+    closest = int(np.lexsort((pairs.second, pairs.first, pairs.distances))[0])
+    first, second = int(pairs.first[closest]), int(pairs.second[closest])
+    image = pairs.images[closest]
+    if second < first:  # name the lower index first: j seen from i at S is i seen from j at -S
+        first, second, image = second, first, -image
+    distance = float(pairs.distances[closest])
+    count = len(pairs.distances)
+    limit = f"(the minimum is {min_distance:g} Å" + (f"; {count} pairs are closer than that)" if count > 1 else ")")
+    shown_image = "(" + ", ".join(str(int(k)) for k in image) + ")"
+    if first == second:
+        raise fail(f"atom {first} is {distance:.3f} Å from its own periodic image {shown_image} {limit}; "
+                   f"the lattice has a vector that short (a sum of cell vectors), which puts every atom on "
+                   f"its own image; check the cell")
+    if not image.any():
+        raise fail(f"atoms {first} and {second} are {distance:.3f} Å apart {limit}; two atoms at one "
+                   f"position make forces and energies undefined; remove the duplicate atom")
+    raise fail(f"atom {first} and the periodic image {shown_image} of atom {second} are {distance:.3f} Å "
+               f"apart {limit}; two atoms at one position make forces and energies undefined; remove the "
+               f"duplicate atom or check the cell")
 
 
 def require_keys(sample: Mapping[str, Any], keys: Iterable[str], *, index: int | None = None,

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from matsciml.batch import Batch
-from matsciml.errors import MatscimlError
+from matsciml.errors import InvalidSampleError, MatscimlError, NonFiniteError
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -45,6 +45,9 @@ class BaseTask(pl.LightningModule):
         self.optimizer_config = dict(optimizer or {"name": "adamw", "lr": 1e-3})
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.register_buffer("statistics_fitted", torch.tensor(False))
+        #: samples left out because they failed validation at read time: name -> reason
+        self.skipped_samples: dict[str, str] = {}
+        self._last_batch_names: list[str] | None = None
 
     # ------------------------------------------------------------ subclasses
     def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
@@ -63,13 +66,17 @@ class BaseTask(pl.LightningModule):
         return {}
 
     # ------------------------------------------------------------ lightning
-    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _step(self, batch: Batch | Any, stage: str) -> torch.Tensor | None:
         if not bool(self.statistics_fitted):
             raise MatscimlError("the task's training statistics were never fitted; call "
                                 "task.fit_statistics(training samples) before training")
+        if not self._admit(batch):
+            return None
+        self._last_batch_names = batch.sample_names
         with torch.enable_grad() if self.needs_grad_in_eval else contextlib.nullcontext():
             prediction = self.predict(batch)
         loss, metrics = self.loss_and_metrics(batch, prediction)
+        check_finite(batch, stage, loss, prediction, self._where(stage))
         size = batch.num_structures
         atoms = int(batch.atomic_numbers.shape[0])
         self.log(f"{stage}/loss", loss.detach(), batch_size=size, prog_bar=stage != "test", sync_dist=stage != "train")
@@ -79,6 +86,40 @@ class BaseTask(pl.LightningModule):
             self.log(f"{stage}/{name}", value.detach(), batch_size=weight, prog_bar=name in self.progress_metrics,
                      sync_dist=stage != "train")
         return loss
+
+    def _admit(self, batch: Batch | Any) -> bool:
+        """Record samples skipped at read time; stop on invalid ones unless skipping is on."""
+        failures = getattr(batch, "failures", None)
+        if failures is not None:  # an InvalidBatch from the data module
+            if not batch.skip_invalid:
+                first = failures[0]
+                others = f" (and {len(failures) - 1} more sample(s) of this batch)" if len(failures) > 1 else ""
+                raise InvalidSampleError(f"{first.reason}{others}; training stopped. Fix or remove the sample, "
+                                         f"or set data.skip_invalid=true to leave out samples that fail validation")
+            self.skipped_samples.update((failure.name, failure.reason) for failure in failures)
+            return False
+        self.skipped_samples.update(getattr(batch, "skipped", None) or ())
+        return True
+
+    def _where(self, stage: str) -> str:
+        epoch = self.current_epoch if self._trainer is not None else 0
+        return f"{stage} batch of epoch {epoch}"
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before a non-finite gradient reaches the weights (and so every later checkpoint)."""
+        gradients = [p.grad for p in self.parameters() if p.grad is not None]
+        if not gradients:
+            return
+        norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in gradients])
+        if bool(torch.isfinite(norms).all()):
+            return
+        bad = [name for (name, p) in self.named_parameters()
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        raise NonFiniteError(
+            f"non-finite gradient in {self._where('train')} (parameters {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}) from {_name_samples(self._last_batch_names)}; training stopped "
+            f"before the weights were changed. Lower optimizer.lr, keep trainer.gradient_clip_val set, or check "
+            f"those samples with `matsciml data inspect --validate`")
 
     #: metrics shown in the progress bar
     progress_metrics: tuple[str, ...] = ()
@@ -91,8 +132,8 @@ class BaseTask(pl.LightningModule):
         if self.run_record is not None:
             checkpoint["matsciml"] = self.run_record
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return self._step(batch, "train")  # None skips the optimiser step (a batch with no valid sample)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -119,3 +160,55 @@ class BaseTask(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, **scheduler_config)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         raise MatscimlError(f"scheduler {kind!r} is not known; use 'plateau', 'cosine' or null")
+
+
+def check_finite(batch: Batch, stage: str, loss: torch.Tensor, prediction: Mapping[str, torch.Tensor],
+                 where: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming the samples when the loss or a prediction is NaN or infinite.
+
+    One synchronisation per step; the culprits are looked for only on failure.
+    A non-finite target (a damaged label that passed no validation) is
+    named as such, so the user knows to fix the data, not the model.
+    """
+    finite = torch.isfinite(loss.detach()).all()
+    for value in prediction.values():
+        finite = finite & torch.isfinite(value.detach()).all()
+    if bool(finite):
+        return
+    problems = []
+    culprits: set[int] = set()
+    for kind, tensors in (("target", batch.targets), ("prediction", prediction)):
+        for key, value in tensors.items():
+            bad = _non_finite_structures(value.detach(), batch)
+            if bad:
+                problems.append(f"{kind} {key!r}")
+                culprits.update(bad)
+    names = batch.sample_names or []
+    if culprits and names:
+        blamed = [names[i] for i in sorted(culprits)]
+    else:
+        blamed = names
+    what = ", ".join(problems) if problems else "loss"
+    raise NonFiniteError(
+        f"non-finite {what} (NaN or infinite) in the {where or stage + ' batch'}, from {_name_samples(blamed)}; "
+        f"training stopped, and no checkpoint of this state was kept. Check those samples with "
+        f"`matsciml data inspect --validate`; if the data are sound, lower optimizer.lr")
+
+
+def _non_finite_structures(value: torch.Tensor, batch: Batch) -> list[int]:
+    """Structures of the batch with a non-finite entry in a per-structure or per-atom tensor."""
+    if value.ndim == 0 or not value.is_floating_point():
+        return []
+    rows = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+    if value.shape[0] == batch.num_structures:
+        return torch.nonzero(rows).flatten().tolist()
+    if value.shape[0] == batch.structure_index.shape[0]:
+        return sorted(set(batch.structure_index[rows].tolist()))
+    return []
+
+
+def _name_samples(names: Sequence[str] | None, limit: int = 5) -> str:
+    if not names:
+        return "samples of unknown origin"
+    shown = "; ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

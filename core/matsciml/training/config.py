@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from matsciml.errors import MatscimlError
+from matsciml.errors import ComponentNotFoundError, MatscimlError
+from matsciml.specs import as_yaml, invalid_value_message, is_integer, is_number
+
+if TYPE_CHECKING:
+    from matsciml.registry import Registry
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "model": {"name": "egnn"},
     "dataset": {"name": "slab-emt-s2ef", "split": [0.8, 0.1, 0.1], "seed": 0, "options": {}},
     "task": {"name": "s2ef"},
     "representation": {},
-    "data": {"batch_size": 8, "num_workers": 0, "statistics_samples": 10000},
+    "data": {"batch_size": 8, "num_workers": 0, "statistics_samples": 10000, "skip_invalid": False},
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
     "scheduler": {"name": "cosine"},
     "trainer": {
@@ -56,17 +61,27 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of sections in one YAML config file (safe loader: no tags, no code)."""
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MatscimlError(f"config file {path} does not exist") from None
+        raise MatscimlError(f"config file {path} does not exist; check the path given to --config") from None
+    except IsADirectoryError:
+        raise MatscimlError(f"config file {path} is a directory; give a YAML file to --config") from None
+    except UnicodeDecodeError:
+        raise MatscimlError(f"config file {path} is not text (not UTF-8); give a YAML file to --config") from None
     except yaml.YAMLError as exc:
-        raise MatscimlError(f"config file {path} is not valid YAML: {exc}") from exc
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "a syntax error"
+        raise MatscimlError(f"config file {path} is not valid YAML{line} ({problem}); fix that line or "
+                            f"print a valid config with `matsciml train --print-config`") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, Mapping):
-        raise MatscimlError(f"config file {path} must hold a mapping of sections ({', '.join(SECTIONS)})")
+        raise MatscimlError(f"config file {path} holds a {type(loaded).__name__}, not a mapping of sections; "
+                            f"write it as sections ({', '.join(SECTIONS)}) with keys under each")
     return dict(loaded)
 
 
@@ -78,15 +93,21 @@ def apply_override(config: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError as exc:
-        raise MatscimlError(f"override {override!r}: the value is not valid YAML ({exc})") from exc
+        problem = getattr(exc, "problem", None) or "a syntax error"
+        raise MatscimlError(f"override {override!r}: the value is not valid YAML ({problem}); "
+                            f"quote it, e.g. {key}='{raw}'") from exc
     parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise MatscimlError(f"override {override!r}: the key {key!r} has an empty part; write section.key=value, "
+                            f"e.g. trainer.max_epochs=5")
     target = config
     for depth, part in enumerate(parts[:-1]):
         child = target.get(part)
         if child is None:
             child = target[part] = {}
         if not isinstance(child, dict):
-            raise MatscimlError(f"override {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+            raise MatscimlError(f"override {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section; "
+                                f"override {'.'.join(parts[:depth + 1])} itself, or fix the key")
         target = child
     target[parts[-1]] = value
 
@@ -126,3 +147,234 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+# ---------------------------------------------------------------- checking
+# Names the tasks accept (matsciml.tasks.base); kept here so that checking a
+# config imports neither torch nor Lightning. A test keeps them in step.
+OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "adam", "sgd")
+SCHEDULER_NAMES: tuple[str, ...] = ("cosine", "plateau", "reducelronplateau")
+# What pytorch_lightning.Trainer(precision=...) accepts (Lightning 2.x); a test keeps them in step.
+PRECISIONS: tuple[Any, ...] = (16, 32, 64, "16", "32", "64", "bf16", "16-true", "16-mixed", "bf16-true",
+                               "bf16-mixed", "32-true", "64-true", "transformer-engine",
+                               "transformer-engine-float16")
+SEED_MAX = 2**32 - 1  # numpy's generators and Lightning's seed_everything take seeds in [0, 2**32)
+
+_Check = tuple[str, Callable[[Any], bool]]
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None, nullable: bool = False) -> _Check:
+    bounds = (f" >= {minimum}" if maximum is None else f" in [{minimum}, {maximum}]") if minimum is not None else ""
+    words = f"an integer{bounds}" + (" or null" if nullable else "")
+
+    def test(value: Any) -> bool:
+        if value is None:
+            return nullable
+        return (is_integer(value) and (minimum is None or value >= minimum)
+                and (maximum is None or value <= maximum))
+
+    return words, test
+
+
+def _number(minimum: float = 0.0, strict: bool = False, nullable: bool = False) -> _Check:
+    words = f"a number {'>' if strict else '>='} {minimum:g}" + (" or null" if nullable else "")
+
+    def test(value: Any) -> bool:
+        if value is None:
+            return nullable
+        return (is_number(value) and math.isfinite(float(value))
+                and (value > minimum if strict else value >= minimum))
+
+    return words, test
+
+
+def _text(what: str, nullable: bool = False) -> _Check:
+    return what + (" or null" if nullable else ""), (
+        lambda value: (value is None and nullable) or (isinstance(value, str) and bool(value.strip())))
+
+
+def _flag() -> _Check:
+    return "true or false", lambda value: isinstance(value, bool)
+
+
+def _choice(names: Iterable[Any], nullable: bool = False, fold_case: bool = False) -> _Check:
+    names = tuple(names)
+    words = "one of " + ", ".join(dict.fromkeys(str(n) for n in names)) + (" or null" if nullable else "")
+
+    def test(value: Any) -> bool:
+        if value is None:
+            return nullable
+        if fold_case and isinstance(value, str):
+            return value.lower() in names
+        return any(type(value) is type(name) and value == name for name in names)
+
+    return words, test
+
+
+def _mapping(nullable: bool = False) -> _Check:
+    return "a mapping of options" + (" or null" if nullable else ""), (
+        lambda value: (value is None and nullable) or isinstance(value, Mapping))
+
+
+def _split_fractions(value: Any) -> bool:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        return False
+    if not all(is_number(f) and math.isfinite(float(f)) and f >= 0 for f in value):
+        return False
+    return abs(sum(float(f) for f in value) - 1.0) <= 1e-6 and value[0] > 0
+
+
+def _devices(value: Any) -> bool:
+    if is_integer(value):
+        return value >= 1 or value == -1
+    if isinstance(value, str):
+        text = value.strip()
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        return text == "auto" or text == "-1" or (bool(parts) and all(part.isdigit() for part in parts))
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(is_integer(index) and index >= 0 for index in value)
+    return False
+
+
+_SPLIT_WORDS = "three numbers >= 0 (train, val, test) that sum to 1, with train > 0, e.g. [0.8, 0.1, 0.1]"
+
+CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
+    "dataset": {
+        "name": _text("a registered dataset name or a path to dataset files"),
+        "split": (_SPLIT_WORDS, _split_fractions),
+        "seed": _integer(0, SEED_MAX),
+        "options": _mapping(nullable=True),
+    },
+    "data": {
+        "batch_size": _integer(1),
+        "num_workers": _integer(0),
+        "statistics_samples": _integer(1, nullable=True),
+        "skip_invalid": _flag(),
+    },
+    "optimizer": {
+        "name": _choice(OPTIMIZER_NAMES, fold_case=True),
+        "lr": _number(0.0, strict=True),
+        "weight_decay": _number(0.0),
+    },
+    "scheduler": {
+        "name": _choice(SCHEDULER_NAMES, fold_case=True),
+    },
+    "trainer": {
+        "max_epochs": _integer(-1, nullable=True),
+        "min_epochs": _integer(0, nullable=True),
+        "max_steps": _integer(-1),
+        "accelerator": _text("an accelerator name such as auto, cpu or gpu"),
+        "strategy": _text("a strategy name such as auto or ddp"),
+        "devices": ("a positive integer, -1 (all), 'auto', a list of device indices or a string "
+                    "such as '0,1'", _devices),
+        "num_nodes": _integer(1),
+        "precision": _choice(PRECISIONS),
+        "gradient_clip_val": _number(0.0, nullable=True),
+        "accumulate_grad_batches": _integer(1),
+        "log_every_n_steps": _integer(1),
+        "check_val_every_n_epoch": _integer(1, nullable=True),
+        "num_sanity_val_steps": _integer(-1),
+        "enable_progress_bar": _flag(),
+        "enable_model_summary": _flag(),
+        "enable_checkpointing": _flag(),
+    },
+    "early_stopping": {
+        "monitor": _text("the name of a logged metric, e.g. val/loss"),
+        "patience": _integer(0),
+    },
+    "run": {
+        "dir": _text("a directory path"),
+        "name": _text("a string", nullable=True),
+        "seed": _integer(0, SEED_MAX),
+    },
+}
+"""The core's own config keys: what each accepts, in words and as a test."""
+
+# Sections that may be null (no scheduler, no early stopping); the others are mappings.
+_NULLABLE_SECTIONS = ("scheduler", "early_stopping")
+
+
+def check_config(config: Mapping[str, Any], registry: "Registry | None" = None) -> None:
+    """Check every value of a config for type and range before anything is built.
+
+    The core's own sections are checked against :data:`CONFIG_CHECKS`; with a
+    ``registry``, the hyper-parameters of the chosen model, task and
+    representation (and a registered dataset's ``dataset.options``) are
+    checked against their specs (types of the defaults, declared ranges and
+    choices). The first problem raises :class:`MatscimlError` with one line
+    naming the key, the value and what is expected, so a typo costs a second
+    instead of a traceback after the dataset has been opened.
+
+    A component that cannot be found is left to the caller, whose error says
+    what to install.
+    """
+    check_sections(config)
+    scheduler = config.get("scheduler")
+    if isinstance(scheduler, Mapping) and "name" in scheduler and scheduler["name"] is None:
+        raise MatscimlError(invalid_value_message(
+            "scheduler.name", None, "one of " + ", ".join(SCHEDULER_NAMES),
+            "to train without a scheduler set the whole section to null: scheduler=null"))
+    for section in SECTIONS:
+        if section not in config:
+            continue
+        value = config[section]
+        if value is None and section in _NULLABLE_SECTIONS:
+            continue
+        if value is False and section == "early_stopping":
+            continue
+        if not isinstance(value, Mapping):
+            what = "a mapping of keys" + (" or null" if section in _NULLABLE_SECTIONS else "")
+            raise MatscimlError(invalid_value_message(
+                section, value, f"{what} (section {section})",
+                f"write it as {section}.KEY=VALUE overrides or as a mapping in the config file"))
+        for key, (expected, test) in CONFIG_CHECKS.get(section, {}).items():
+            if key in value and not test(value[key]):
+                raise MatscimlError(invalid_value_message(
+                    f"{section}.{key}", value[key], expected, _fix(section, key)))
+    for section in ("model", "task"):
+        name = config.get(section, {}).get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise MatscimlError(invalid_value_message(
+                f"{section}.name", name, f"the name of an installed {section}",
+                f"`matsciml {section}s` lists them"))
+    if registry is not None:
+        _check_components(config, registry)
+
+
+def _fix(section: str, key: str) -> str:
+    default = DEFAULT_CONFIG.get(section, {})
+    if isinstance(default, Mapping) and key in default:
+        return f"set {section}.{key} to such a value, e.g. {section}.{key}={as_yaml(default[key])} (the default)"
+    return f"set {section}.{key} to such a value or remove it"
+
+
+def _hyper_parameters(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in section.items() if key != "name"}
+
+
+def _check_components(config: Mapping[str, Any], registry: "Registry") -> None:
+    from matsciml.registry import normalize_name
+
+    model = registry.model(str(config["model"]["name"]))
+    task = registry.task(str(config["task"]["name"]))
+    model.check_params(_hyper_parameters(config["model"]), section="model")
+    task.check_params(_hyper_parameters(config["task"]), section="task")
+    representation_section = config.get("representation") or {}
+    asked = representation_section.get("name")
+    needed = getattr(model, "representation", None)
+    if needed and (not asked or normalize_name(str(asked)) == normalize_name(str(needed))):
+        try:
+            representation = registry.representation(str(needed))
+        except ComponentNotFoundError:
+            representation = None  # the caller names the distribution to install
+        if representation is not None:
+            representation.check_params(_hyper_parameters(representation_section), section="representation")
+    dataset = config.get("dataset") or {}
+    options = dataset.get("options") or {}
+    name = str(dataset.get("name"))
+    if options and not (Path(name).exists() or Path(name).suffix == ".lmdb" or os.sep in name):
+        try:
+            spec = registry.dataset(name)
+        except MatscimlError:
+            return  # opening the dataset says what is wrong with its name
+        spec.check_params(options, section="dataset.options")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from matsciml.batch import Batch
+from matsciml.data.schema import validate_sample
 from matsciml.data.splits import Split, make_split
-from matsciml.errors import MatscimlError
+from matsciml.errors import DatasetFormatError, InvalidSampleError, MatscimlError
 
 
 def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | None = None,
@@ -37,18 +40,119 @@ def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | Non
     return spec.build(**params)
 
 
-class RepresentedDataset(Dataset):
-    """``dataset[i]`` passed through a representation (runs in loader workers)."""
+@dataclass(frozen=True)
+class ReadFailure:
+    """A sample that could not be read or failed validation (kept apart, named)."""
 
-    def __init__(self, dataset: Dataset, representation: Any) -> None:
+    name: str
+    reason: str
+
+
+class CheckedReader:
+    """Reads samples of a dataset, checked against the schema, each named by its source.
+
+    Every sample read for training, statistics or evaluation passes through
+    here: damage found by the storage layer (checksums, undecodable records)
+    and schema violations (non-finite values, coincident atoms, degenerate
+    cells) become a :class:`ReadFailure` naming the file and the sample
+    instead of reaching the model. Failures are returned, not raised, so that
+    they cross DataLoader worker processes as data and the main process
+    decides what to do (stop, or skip under ``data.skip_invalid``).
+
+    Args:
+        dataset: a dataset of samples (an :class:`~matsciml.data.dataset.LMDBDataset`
+            names files; others are named by ``dataset_name``).
+        dataset_name: how to name the dataset in messages when it has no files.
+        validate: check each sample with :func:`~matsciml.data.schema.validate_sample`.
+    """
+
+    def __init__(self, dataset: Dataset, dataset_name: str, validate: bool = True) -> None:
         self.dataset = dataset
+        self.dataset_name = dataset_name
+        self.validate = validate
+
+    def name(self, index: int) -> str:
+        """``"sample 17 of data/lips.lmdb"`` (the index within its file)."""
+        describe = getattr(self.dataset, "describe", None)
+        if describe is not None:
+            local_index, source = describe(index)
+            return f"sample {local_index} of {source}"
+        return f"sample {index} of {self.dataset_name}"
+
+    def read(self, index: int) -> dict[str, Any] | ReadFailure:
+        try:
+            sample = self.dataset[index]
+            if self.validate:
+                local_index, source = (self.dataset.describe(index) if hasattr(self.dataset, "describe")
+                                       else (index, self.dataset_name))
+                sample = validate_sample(sample, index=local_index, source=source)
+        except (InvalidSampleError, DatasetFormatError) as exc:
+            return ReadFailure(self.name(index), str(exc))
+        return sample
+
+
+class RepresentedDataset(Dataset):
+    """Samples of some dataset indices, checked and passed through a representation.
+
+    Item ``i`` is ``(name of the sample, representation item)`` or a
+    :class:`ReadFailure`; :class:`NamedCollate` builds the batch.
+    """
+
+    def __init__(self, reader: CheckedReader, indices: Sequence[int], representation: Any) -> None:
+        self.reader = reader
+        self.indices = list(indices)
         self.representation = representation
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> Any:
-        return self.representation(self.dataset[index])
+    def __getitem__(self, position: int) -> tuple[str, Any] | ReadFailure:
+        index = self.indices[position]
+        sample = self.reader.read(index)
+        if isinstance(sample, ReadFailure):
+            return sample
+        return self.reader.name(index), self.representation(sample)
+
+
+@dataclass
+class InvalidBatch:
+    """What a loader yields when no sample of a batch could be used.
+
+    Tasks stop on it, naming the samples, or skip it under
+    ``data.skip_invalid`` (then it counts in the run's summary).
+    """
+
+    failures: list[ReadFailure]
+    skip_invalid: bool
+
+    def to(self, device: Any, non_blocking: bool = False) -> "InvalidBatch":
+        return self
+
+    def __len__(self) -> int:
+        return 0
+
+
+class NamedCollate:
+    """The representation's collate, plus the names of the samples and the failures.
+
+    A batch with unreadable or invalid samples becomes an :class:`InvalidBatch`
+    (training stops on it) unless ``skip_invalid``; then the good samples are
+    collated and the others listed in ``batch.skipped``.
+    """
+
+    def __init__(self, representation: Any, skip_invalid: bool = False) -> None:
+        self.representation = representation
+        self.skip_invalid = skip_invalid
+
+    def __call__(self, items: Sequence[tuple[str, Any] | ReadFailure]) -> Batch | InvalidBatch:
+        failures = [item for item in items if isinstance(item, ReadFailure)]
+        good = [item for item in items if not isinstance(item, ReadFailure)]
+        if not good or (failures and not self.skip_invalid):
+            return InvalidBatch(failures, self.skip_invalid)
+        batch = self.representation.collate([item for _, item in good])
+        batch.sample_names = [name for name, _ in good]
+        batch.skipped = [(failure.name, failure.reason) for failure in failures]
+        return batch
 
 
 class MatSciDataModule(pl.LightningDataModule):
@@ -68,7 +172,8 @@ class MatSciDataModule(pl.LightningDataModule):
 
     def __init__(self, dataset: str, representation: Any, batch_size: int = 8, num_workers: int = 0,
                  split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, keys: Iterable[str] | None = None,
-                 split_indices: Split | None = None, dataset_options: Mapping[str, Any] | None = None) -> None:
+                 split_indices: Split | None = None, dataset_options: Mapping[str, Any] | None = None,
+                 skip_invalid: bool = False, validate: bool = True) -> None:
         super().__init__()
         self.dataset_name = str(dataset)
         self.representation = representation
@@ -79,12 +184,18 @@ class MatSciDataModule(pl.LightningDataModule):
         self.keys = None if keys is None else list(keys)
         self.dataset_options = dict(dataset_options or {})
         self.split: Split | None = split_indices
+        self.skip_invalid = bool(skip_invalid)
+        self.validate = bool(validate)
         self.dataset: Dataset | None = None
+        self.reader: CheckedReader | None = None
+        #: samples left out of statistics under ``skip_invalid``: name -> reason
+        self.skipped: dict[str, str] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
         self.dataset = open_dataset(self.dataset_name, self.keys, self.dataset_options)
+        self.reader = CheckedReader(self.dataset, self.dataset_name, validate=self.validate)
         size = len(self.dataset)  # type: ignore[arg-type]
         if self.split is None:
             self.split = make_split(size, self.split_fractions, self.seed)
@@ -92,26 +203,26 @@ class MatSciDataModule(pl.LightningDataModule):
             raise MatscimlError(f"the recorded split is for {self.split.num_samples} samples but dataset "
                                 f"{self.dataset_name!r} has {size}; it is not the dataset the run was trained on")
 
-    def subset(self, part: str) -> Subset:
-        """The raw samples of ``part`` (train, val, test) or ``all``."""
+    def indices(self, part: str) -> list[int]:
+        """Dataset indices of ``part`` (train, val, test) or ``all``."""
         self.setup()
         if part == "all":
-            return Subset(self.dataset, list(range(len(self.dataset))))  # type: ignore[arg-type]
+            return list(range(len(self.dataset)))  # type: ignore[arg-type]
         if part not in ("train", "val", "test"):
             raise MatscimlError(f"unknown split {part!r}; use train, val, test or all")
         indices = self.split[part]  # type: ignore[index]
         if not indices:
             raise MatscimlError(f"the {part} split of {self.dataset_name!r} is empty; change the split fractions")
-        return Subset(self.dataset, indices)
+        return list(indices)
 
     def loader(self, part: str, shuffle: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            RepresentedDataset(self.subset(part), self.representation),
+            RepresentedDataset(self.reader, self.indices(part), self.representation),  # type: ignore[arg-type]
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=self.representation.collate,
+            collate_fn=NamedCollate(self.representation, self.skip_invalid),
             persistent_workers=self.num_workers > 0,
             generator=generator if shuffle else None,
         )
@@ -126,14 +237,26 @@ class MatSciDataModule(pl.LightningDataModule):
         return self.loader("test")
 
     def samples(self, part: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Raw samples of a split, for statistics and baselines.
+        """Checked samples of a split, for statistics and baselines.
 
         With ``limit``, a seeded random subset of at most that many, so that
-        memory stays flat in the dataset's size.
+        memory stays flat in the dataset's size. A sample that fails its
+        checks stops here, naming it, unless ``skip_invalid`` (then it is
+        left out and recorded in ``self.skipped``).
         """
-        subset = self.subset(part)
-        positions = range(len(subset))
-        if limit is not None and len(subset) > limit:
+        indices = self.indices(part)
+        if limit is not None and len(indices) > limit:
             generator = torch.Generator().manual_seed(self.seed)
-            positions = sorted(torch.randperm(len(subset), generator=generator)[:limit].tolist())
-        return [subset[i] for i in positions]
+            chosen = sorted(torch.randperm(len(indices), generator=generator)[:limit].tolist())
+            indices = [indices[i] for i in chosen]
+        samples = []
+        for index in indices:
+            sample = self.reader.read(index)  # type: ignore[union-attr]
+            if isinstance(sample, ReadFailure):
+                if not self.skip_invalid:
+                    raise InvalidSampleError(f"{sample.reason}; fix or remove it, or set data.skip_invalid=true "
+                                             f"to leave out samples that fail validation")
+                self.skipped[sample.name] = sample.reason
+                continue
+            samples.append(sample)
+        return samples

@@ -12,18 +12,19 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matsciml import __version__
+from matsciml.checkpoint import read_checkpoint
 from matsciml.data.schema import STRUCTURE_KEYS as _STRUCTURE_KEYS
 from matsciml.data.splits import Split
 from matsciml.data.storage import keys_in_every_sample
 from matsciml.errors import ComponentNotFoundError, IncompatibleComponentsError, MatscimlError
 from matsciml.registry import Registry, get_registry
 from matsciml.specs import ComponentSpec, ModelSpec
-from matsciml.training.config import DEFAULT_CONFIG, deep_merge, dump_config
+from matsciml.training.config import DEFAULT_CONFIG, check_config, deep_merge, dump_config
 
 
 @dataclass
@@ -62,6 +63,7 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
     """
     registry = registry or get_registry()
     config = deep_merge(DEFAULT_CONFIG, config)
+    check_config(config, registry)  # types and ranges, before anything is built
     model_spec = registry.model(str(config["model"].get("name")))
     task_spec = registry.task(str(config["task"].get("name")))
     representation_spec = representation_for(model_spec, registry)
@@ -111,8 +113,9 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
     backbone = model_spec.build(**_params(config["model"]))
     representation = representation_spec.build(**_params(config["representation"]))
     # optimizer and scheduler are sections of their own, not task hyper-parameters
-    task = task_spec.load_factory()(backbone, optimizer=config.get("optimizer"), scheduler=config.get("scheduler"),
-                                    **task_spec.resolve_params(_params(config["task"])))
+    task = task_spec.build(backbone, factory_kwargs={"optimizer": config.get("optimizer"),
+                                                     "scheduler": config.get("scheduler")},
+                           **_params(config["task"]))
     targets = required_targets(config)
     data = config["data"]
     datamodule = MatSciDataModule(
@@ -125,6 +128,7 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
         keys=[*targets, *_STRUCTURE_KEYS],
         split_indices=split,
         dataset_options=config["dataset"].get("options") or {},
+        skip_invalid=bool(data.get("skip_invalid", False)),
     )
     datamodule.setup()
     _check_targets(datamodule, targets, config)
@@ -158,17 +162,43 @@ class TrainResult:
     metrics: dict[str, float]
     baseline: dict[str, float]
     epochs: int
+    #: samples left out because they failed validation (``data.skip_invalid``): count and the first few
+    skipped_invalid: dict[str, Any] = field(default_factory=lambda: {"count": 0, "samples": []})
 
 
 def _run_dir(config: Mapping[str, Any]) -> Path:
+    """A new, empty directory for this run, under ``run.dir``.
+
+    The name is ``run.name``, or MODEL-TASK-DATASET-TIMESTAMP when it is not
+    set. A run never writes into a directory that exists: an earlier run's
+    logs would be deleted and its checkpoints mixed with this one's. When
+    ``NAME`` is taken the run goes to the first free ``NAME-2``, ``NAME-3``,
+    ... and a note on standard error says which directory it used (the
+    timestamped names of two runs started within a second get the same
+    treatment). Each candidate is created with ``mkdir(exist_ok=False)``, so
+    two runs started at once never share a directory.
+    """
+    import sys
+
     run = config["run"]
     name = run.get("name")
     if not name:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{config['model']['name']}-{config['task']['name']}-{Path(str(config['dataset']['name'])).stem}-{stamp}"
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
-    path = Path(run.get("dir") or "runs") / name
-    path.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".") or "run"  # never '.', '..' or hidden
+    parent = Path(run.get("dir") or "runs")
+    parent.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        path = parent / (name if number == 1 else f"{name}-{number}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            number += 1
+    if number > 1:
+        print(f"matsciml: note: run directory {parent / name} exists; this run writes to {path} instead",
+              file=sys.stderr)
     return path
 
 
@@ -205,14 +235,16 @@ def train(config: Mapping[str, Any]) -> TrainResult:
 
     Writes into the run directory: ``config.yaml`` (resolved), ``split.json``,
     ``checkpoints/`` (best and last), ``logs/metrics.csv`` (and TensorBoard
-    logs when installed) and ``metrics.json`` (validation metrics of the
-    best checkpoint beside the trivial baseline).
+    logs when installed) and ``metrics.json`` (``status``; validation metrics
+    of the best checkpoint beside the trivial baseline; samples skipped under
+    ``data.skip_invalid``). A run that fails (a non-finite loss, an invalid
+    sample) raises, and its ``metrics.json`` says ``failed`` with the error.
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     _quiet_lightning()
     config = resolve_config(config)
+    check_trainer_options(config["trainer"])  # before the model is built and the run directory written
     pl.seed_everything(int(config["run"]["seed"]), workers=True, verbose=False)
     run = build_run(config)
     run_dir = _run_dir(config)
@@ -220,6 +252,21 @@ def train(config: Mapping[str, Any]) -> TrainResult:
     split = run.datamodule.split
     split.save(run_dir / "split.json")
 
+    try:
+        result = _fit(config, run, run_dir)
+    except BaseException as exc:
+        # the run directory says how the run ended; the error itself goes to the caller (exit code 1)
+        _write_summary(run_dir, {"status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                 "error": f"{type(exc).__name__}: {exc}",
+                                 "skipped_invalid": _skipped_summary(run)})
+        raise
+    return result
+
+
+def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    split = run.datamodule.split
     train_samples = run.datamodule.samples("train", limit=config["data"].get("statistics_samples"))
     run.task.fit_statistics(train_samples)
     run.task.run_record = {"config": config, "split": split.to_json(), "matsciml_version": __version__}
@@ -238,16 +285,28 @@ def train(config: Mapping[str, Any]) -> TrainResult:
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
     if best is not None:
-        run.task.load_state_dict(_read_checkpoint(best)["state_dict"])
+        run.task.load_state_dict(read_checkpoint(best)["state_dict"])
     metrics = evaluate_task(run.task, run.datamodule, "val", trainer_options=config["trainer"])
     baseline = run.task.baseline_metrics(train_samples, run.datamodule.samples("val"))
+    skipped = _skipped_summary(run)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics,
-                         baseline=baseline, epochs=int(trainer.current_epoch))
-    (run_dir / "metrics.json").write_text(json.dumps({
-        "split": "val", "metrics": metrics, "baseline": baseline, "epochs": result.epochs,
-        "best_checkpoint": str(best) if best else None,
-    }, indent=2))
+                         baseline=baseline, epochs=int(trainer.current_epoch), skipped_invalid=skipped)
+    _write_summary(run_dir, {
+        "status": "completed", "split": "val", "metrics": metrics, "baseline": baseline, "epochs": result.epochs,
+        "best_checkpoint": str(best) if best else None, "skipped_invalid": skipped,
+    })
     return result
+
+
+def _skipped_summary(run: Run, shown: int = 20) -> dict[str, Any]:
+    """Samples left out under ``data.skip_invalid``: how many, and the first few with their reason."""
+    skipped = {**run.datamodule.skipped, **run.task.skipped_samples}
+    return {"count": len(skipped),
+            "samples": [{"sample": name, "reason": reason} for name, reason in list(skipped.items())[:shown]]}
+
+
+def _write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -266,26 +325,25 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) ->
     else is needed; ``dataset`` evaluates on another dataset instead.
     """
     path = Path(path)
-    checkpoint = _read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     record = checkpoint.get("matsciml")
-    if not record:
-        raise MatscimlError(f"{path} is not a matsciml checkpoint (no run record); it was not written by `matsciml train`")
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "split" not in record:
+        raise MatscimlError(f"{path} is a Lightning checkpoint but not a matsciml one (no run record with the config "
+                            f"and split); give a checkpoint written by `matsciml train`")
     config = record["config"]
-    split = Split.from_json(record["split"])
+    try:
+        check_config(config, get_registry())
+        split = Split.from_json(record["split"])
+    except MatscimlError as exc:
+        raise MatscimlError(f"{path}: the run record in this checkpoint is not valid ({exc}); it was damaged or "
+                            f"altered; use another checkpoint of the run") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MatscimlError(f"{path}: the split recorded in this checkpoint is not valid "
+                            f"({type(exc).__name__}: {exc}); use another checkpoint of the run") from None
     run = build_run(config, split=None if dataset else split, dataset=dataset)
     run.task.load_state_dict(checkpoint["state_dict"])
     run.task.run_record = record
     return LoadedRun(config=config, split=split, task=run.task, run=run)
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
-
-    if not path.is_file():
-        raise MatscimlError(f"checkpoint {path} does not exist")
-    # Our own checkpoints hold the run record (plain Python data) beside the
-    # tensors, so they are loaded in full; load only checkpoints you trust.
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
@@ -294,16 +352,26 @@ def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
     ``inference_mode`` is off so tasks can differentiate through positions
     (forces) during validation.
     """
+    import pytorch_lightning as pl
+
+    check_trainer_options(options)
+    return pl.Trainer(inference_mode=False, **{**options, **fixed})
+
+
+def check_trainer_options(options: Mapping[str, Any]) -> None:
+    """Refuse keys of the ``trainer`` section that ``pytorch_lightning.Trainer`` does not take."""
+    import difflib
     import inspect
 
     import pytorch_lightning as pl
 
-    accepted = inspect.signature(pl.Trainer.__init__).parameters
+    accepted = [name for name in inspect.signature(pl.Trainer.__init__).parameters if name != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise MatscimlError(f"trainer.{unknown[0]} is not an argument of pytorch_lightning.Trainer; "
+        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f"did you mean trainer.{close[0]}? " if close else ""
+        raise MatscimlError(f"trainer.{unknown[0]} is not an argument of pytorch_lightning.Trainer; {hint}"
                             f"see its documentation for the accepted settings")
-    return pl.Trainer(inference_mode=False, **{**options, **fixed})
 
 
 def evaluate_task(task: Any, datamodule: Any, part: str = "val",

@@ -26,5 +26,8 @@ def matsciml_representations() -> list[RepresentationSpec]:
                 "dtype": "float type of positions, shifts and float targets in the batch "
                          "('float32' or 'float64')",
             },
+            # checked before the representation is built: a bad value is one line naming it
+            param_ranges={"cutoff_radius": ">0", "max_neighbors": ">=1"},
+            param_choices={"dtype": ("float32", "float64")},
         )
     ]

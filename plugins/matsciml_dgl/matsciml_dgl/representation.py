@@ -20,7 +20,7 @@ forces as -dE/dpos by autograd. A model computes edge vectors from
 ``batch.pos`` with the formula above; ``dgl.batch`` offsets node ids, so
 ``src`` and ``dst`` of the batched graph index ``batch.pos`` directly.
 
-Per-sample work is one neighbour search (:mod:`matsciml_dgl.neighbors`) and
+Per-sample work is one neighbour search (:mod:`matsciml.neighbors`) and
 one small graph; a batch is ``dgl.batch`` of those graphs plus array concatenations
 (:func:`matsciml.batch.collate_structures`).
 """
@@ -35,7 +35,7 @@ import torch
 
 from matsciml.batch import Batch, collate_structures
 from matsciml.data.schema import Sample
-from matsciml_dgl.neighbors import radius_graph
+from matsciml.neighbors import radius_graph
 
 _DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "float32": (torch.float32, np.dtype(np.float32)),
@@ -89,7 +89,7 @@ class DGLGraphRepresentation:
     def edges(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The neighbour search: ``(senders, receivers, images)``, ``[num_edges]``,
         ``[num_edges]`` and ``[num_edges, 3]`` int64 (see
-        :func:`matsciml_dgl.neighbors.radius_graph`)."""
+        :func:`matsciml.neighbors.radius_graph`)."""
         return radius_graph(sample["pos"], sample.get("cell"), sample["pbc"], self.cutoff_radius,
                             self.max_neighbors)
 

@@ -1,0 +1,1 @@
+"""A matsciml plugin whose factories raise (test fixture)."""
