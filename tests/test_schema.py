@@ -169,7 +169,7 @@ def test_non_finite_position(bad):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_energy(bad):
     """A NaN or infinite energy is refused naming energy."""
-    refuse(with_(energy=np.float64(bad)), "energy", "NaN or infinite")
+    refuse(with_(energy=np.float64(bad)), f"energy is {bad}", "not a finite number")
 
 
 @pytest.mark.parametrize("bad", [np.nan, -np.inf])
@@ -183,7 +183,7 @@ def test_non_finite_forces(bad):
 
 def test_non_finite_property():
     """A NaN in any float property (not only schema keys) is refused."""
-    refuse(with_(band_gap=float("nan")), "band_gap", "NaN")
+    refuse(with_(band_gap=float("nan")), "band_gap is nan", "not a finite number")
 
 
 def test_non_finite_cell():

@@ -72,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     result = train(config)
     rows = _comparison_rows(result.metrics, result.baseline)
-    skipped = getattr(result, "skipped_invalid", None) or {"count": 0, "samples": []}
+    skipped = result.skipped_invalid
     if args.json:
         print_json({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
                     "epochs": result.epochs, "metrics": result.metrics, "baseline": result.baseline,
@@ -81,9 +81,9 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
     if skipped["count"]:
-        print(f"skipped {skipped['count']} invalid sample(s) (data.skip_invalid); the first: "
-              f"{skipped['samples'][0]['sample']}: {skipped['samples'][0]['reason']} "
-              f"(listed in {result.run_dir / 'metrics.json'})")
+        # each reason names its sample and file already
+        print(f"skipped {skipped['count']} invalid sample(s) (data.skip_invalid), listed in "
+              f"{result.run_dir / 'metrics.json'}; the first: {skipped['samples'][0]['reason']}")
     print("validation metrics of the best checkpoint, beside the trivial baseline "
           "(training mean; zero forces):")
     print_table(["METRIC", "MODEL", "BASELINE", "MODEL/BASELINE"], rows)

@@ -191,9 +191,12 @@ def validate_sample(
 
     for key, array in out.items():
         if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            if array.ndim == 0:
+                raise fail(f"{key} is {float(array)}, not a finite number; correct or remove the value")
             bad = np.argwhere(~np.isfinite(array))
-            first = tuple(int(i) for i in bad[0]) if bad.size else ()
-            raise fail(f"{key} holds NaN or infinite values ({len(bad)} of them, first at index {first})")
+            first = tuple(int(i) for i in bad[0])
+            raise fail(f"{key} holds NaN or infinite values ({len(bad)} of them, first at index {first}); "
+                       f"correct or remove them")
 
     if "tags" in out and not np.isin(out["tags"], _OC20_TAGS).all():
         shown = sorted(set(out["tags"][~np.isin(out["tags"], _OC20_TAGS)].tolist()))[:5]
