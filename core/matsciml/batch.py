@@ -42,6 +42,10 @@ class Batch:
             ones (forces) ``[num_atoms_total, ...]``.
         extras: per-atom structure annotations present in every sample
             (``tags`` [N] int64, ``fixed`` [N] bool).
+        input_fields: sample fields whose role is "model input" (a total
+            charge, a spin, a temperature): per-structure ones
+            ``[num_structures, ...]``, per-atom ones ``[num_atoms_total, ...]``;
+            kept apart from ``targets`` so no task ever trains on them.
         sample_names: where each structure came from (``"sample 17 of
             data/lips.lmdb"``), filled in by the data module so that a
             failure can name the samples of the batch; None when unknown.
@@ -59,6 +63,7 @@ class Batch:
     pbc: torch.Tensor
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     sample_names: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -105,6 +110,7 @@ class Batch:
             pbc=move(self.pbc),
             targets={k: move(v) for k, v in self.targets.items()},
             extras={k: move(v) for k, v in self.extras.items()},
+            input_fields={k: move(v) for k, v in self.input_fields.items()},
         )
 
 

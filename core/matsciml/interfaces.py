@@ -6,7 +6,10 @@ the core, it provides objects with these attributes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
 
 from matsciml.data.schema import Sample
 
@@ -34,16 +37,41 @@ class Representation(Protocol):
     def collate(self, items: Sequence[Any]) -> Batch: ...
 
 
+@dataclass
+class BackboneOutput:
+    """What every backbone's ``forward`` returns: the typed output tasks read.
+
+    Attributes:
+        atom_features: ``[num_atoms_total, embedding_dim]``, one row per atom
+            of the batch, in ``batch.atomic_numbers`` order. Energy tasks
+            read these and sum per-atom energies (extensive, exact for
+            supercells); every backbone must provide them.
+        structure_features: ``[num_structures, structure_embedding_dim]`` or
+            None: a per-structure embedding for models that have one (a
+            Set2Set readout, a global state vector). Property regression
+            reads it when present instead of pooling ``atom_features``.
+    """
+
+    atom_features: torch.Tensor
+    structure_features: torch.Tensor | None = None
+
+
 @runtime_checkable
 class Backbone(Protocol):
-    """A model: a ``torch.nn.Module`` from a batch to per-atom embeddings.
+    """A model: a ``torch.nn.Module`` from a :class:`~matsciml.batch.Batch` to a :class:`BackboneOutput`.
 
-    ``representation`` names the representation whose batches ``forward``
-    takes; ``embedding_dim`` is the width of the per-atom output that task
-    heads read.
+    Attributes:
+        representation: the representation whose batches ``forward`` takes.
+        embedding_dim: width ``D`` of ``atom_features``.
+        structure_embedding_dim: width of ``structure_features``, or None
+            when the model has none (an optional attribute; None if absent).
+
+    ``forward`` computes every geometric quantity from ``batch.pos`` (and
+    the representation's periodic shifts), so tasks get forces and stress
+    by autograd.
     """
 
     representation: str
     embedding_dim: int
 
-    def forward(self, batch: Any) -> Any: ...
+    def forward(self, batch: Batch) -> BackboneOutput: ...
