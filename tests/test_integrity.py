@@ -162,7 +162,7 @@ def test_inspect_validate_lists_every_bad_sample_and_goes_on(tmp_path, capsys):
     assert lines[0] == "INVALID samples: 3"
     assert lines[1].startswith(f"sample 1 of {path}: checksum mismatch")
     assert lines[2].startswith(f"sample 4 of {path}: the record header is not valid JSON")
-    assert lines[3].startswith(f"sample 6 of {path}: energy holds NaN")
+    assert lines[3].startswith(f"sample 6 of {path}: energy is nan, not a finite number")
     assert len(lines) == 4
     assert "samples     8" in captured.out  # the summary is still printed
 
