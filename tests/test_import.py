@@ -181,7 +181,7 @@ def mixed_file(tmp_path) -> tuple[Path, list[int], dict[int, tuple[str, ...]]]:
             bad[index] = ("tags", "[5]")
         elif index == 6:
             atoms = _copper(index, energy=float("nan"))
-            bad[index] = ("energy", "NaN")
+            bad[index] = ("energy is nan", "not a finite number")
         else:
             good.append(index)
         images.append(atoms)
