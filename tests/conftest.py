@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# fixtures shared by several modules: the toy plugin installed once per session, and a registry seeing it
+from installed_plugins import toy_registry, toy_site  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEVSET_FILES = ("lips.extxyz", "colabfit.extxyz", "materials_project.extxyz")
 

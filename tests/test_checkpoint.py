@@ -181,8 +181,8 @@ def test_evaluate_refuses_a_real_matsciml_checkpoint_with_a_payload(tmp_path: Pa
     from matsciml.training.config import build_config
     from matsciml.training.run import train
 
-    result = train(build_config(overrides=["trainer.max_epochs=1", "model.hidden_dim=8", "model.num_layers=1",
-                                           f"run.dir={tmp_path / 'runs'}", "run.name=r",
+    result = train(build_config(overrides=["model.name=egnn", "trainer.max_epochs=1", "model.hidden_dim=8",
+                                           "model.num_layers=1", f"run.dir={tmp_path / 'runs'}", "run.name=r",
                                            "trainer.enable_progress_bar=false", "dataset.split=[0.2,0.1,0.7]"]))
     marker = tmp_path / "PWNED"
     checkpoint = torch.load(result.last_checkpoint, weights_only=True)

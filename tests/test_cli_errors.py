@@ -228,6 +228,7 @@ CONFIG_ERRORS = [
     _row(["model=egnn"], "model='egnn'", "a mapping"),
     _row(["trainer=[1,2]"], "trainer=[1, 2]", "a mapping"),
     _row(["model.name="], "model.name=None", "the name of an installed model"),
+    _row(["trainer.max_epochs=3"], "no model chosen: give one with --model NAME or model.name=NAME", dgl=True),
     _row(["--model", "zzz-no-such-model"], "no model named 'zzz-no-such-model'"),
     # the core's own sections
     _row(["trainer.max_epochs=abc"], "trainer.max_epochs='abc'", "an integer >= -1"),
@@ -274,29 +275,33 @@ CONFIG_ERRORS = [
     _row(["run.name=[1,2]"], "run.name=[1, 2]", "a string or null"),
     _row(["run.dir="], "run.dir=None"),
     # hyper-parameters, checked against the specs of the chosen components
-    _row(["--task", "zzz-no-such-task"], "no task named 'zzz-no-such-task'", dgl=True),
-    _row(["model.hidden_dim=-5"], "model.hidden_dim=-5", "an integer >= 1", "model 'egnn'", dgl=True),
-    _row(["model.hidden_dim=abc"], "model.hidden_dim='abc'", dgl=True),
-    _row(["model.hidden_dim=8.0"], "model.hidden_dim=8.0", dgl=True),
-    _row(["model.num_layers=0"], "model.num_layers=0", dgl=True),
-    _row(["model.cutoff_radius=0"], "model.cutoff_radius=0", "a number > 0", dgl=True),
-    _row(["model.activation=tanh"], "model.activation='tanh'", "'silu', 'relu'", dgl=True),
-    _row(["model.attention=1"], "model.attention=1", "true or false", dgl=True),  # yes is true in YAML
-    _row(["model.hiden_dim=8"], "model.hiden_dim", "known: activation", dgl=True),
-    _row(["representation.cutoff_radius=-1"], "representation.cutoff_radius=-1", "dgl-graph", dgl=True),
-    _row(["representation.cutoff_radius=abc", "model.cutoff_radius=5.0"], "representation.cutoff_radius='abc'",
+    _row(["--model", "egnn", "--task", "zzz-no-such-task"], "no task named 'zzz-no-such-task'", dgl=True),
+    _row(["--model", "egnn", "model.hidden_dim=-5"], "model.hidden_dim=-5", "an integer >= 1", "model 'egnn'",
          dgl=True),
-    _row(["representation.max_neighbors=0"], "representation.max_neighbors=0", "or null", dgl=True),
-    _row(["representation.dtype=float16"], "representation.dtype='float16'", dgl=True),
-    _row(["representation.name=zzz-no-such-rep"], "zzz-no-such-rep", dgl=True),
-    _row(["task.energy_weight=-1"], "task.energy_weight=-1", "task 's2ef'", dgl=True),
-    _row(["task.activation=swish"], "task.activation='swish'", dgl=True),
-    _row(["task.head_layers=-1"], "task.head_layers=-1", dgl=True),
-    _row(["task.bogus=1"], "task.bogus", dgl=True),
-    _row(["--task", "regression", "task.loss=l3"], "task.loss='l3'", dgl=True),
-    _row(["dataset.options.bogus=1"], "dataset.options.bogus", dgl=True),
-    _row(["--print-config", "model.hidden_dim=0"], "model.hidden_dim=0", dgl=True),
-    _row(["--json", "model.hidden_dim=0"], "model.hidden_dim=0", dgl=True),
+    _row(["--model", "egnn", "model.hidden_dim=abc"], "model.hidden_dim='abc'", dgl=True),
+    _row(["--model", "egnn", "model.hidden_dim=8.0"], "model.hidden_dim=8.0", dgl=True),
+    _row(["--model", "egnn", "model.num_layers=0"], "model.num_layers=0", dgl=True),
+    _row(["--model", "egnn", "model.cutoff_radius=0"], "model.cutoff_radius=0", "a number > 0", dgl=True),
+    _row(["--model", "egnn", "model.activation=swish"], "model.activation='swish'", "'silu', 'relu'", dgl=True),
+    _row(["--model", "egnn", "model.attention=1"], "model.attention=1", "true or false",
+         dgl=True),  # yes is true in YAML
+    _row(["--model", "egnn", "model.hiden_dim=8"], "model.hiden_dim", "known: activation", dgl=True),
+    _row(["--model", "egnn", "representation.cutoff_radius=-1"], "representation.cutoff_radius=-1", "dgl-graph",
+         dgl=True),
+    _row(["--model", "egnn", "representation.cutoff_radius=abc", "model.cutoff_radius=5.0"],
+         "representation.cutoff_radius='abc'", dgl=True),
+    _row(["--model", "egnn", "representation.max_neighbors=0"], "representation.max_neighbors=0", "or null",
+         dgl=True),
+    _row(["--model", "egnn", "representation.dtype=float16"], "representation.dtype='float16'", dgl=True),
+    _row(["--model", "egnn", "representation.name=zzz-no-such-rep"], "zzz-no-such-rep", dgl=True),
+    _row(["--model", "egnn", "task.energy_weight=-1"], "task.energy_weight=-1", "task 's2ef'", dgl=True),
+    _row(["--model", "egnn", "task.activation=swish"], "task.activation='swish'", dgl=True),
+    _row(["--model", "egnn", "task.head_layers=-1"], "task.head_layers=-1", dgl=True),
+    _row(["--model", "egnn", "task.bogus=1"], "task.bogus", dgl=True),
+    _row(["--model", "egnn", "--task", "regression", "task.loss=l3"], "task.loss='l3'", dgl=True),
+    _row(["--model", "egnn", "dataset.options.bogus=1"], "dataset.options.bogus", dgl=True),
+    _row(["--model", "egnn", "--print-config", "model.hidden_dim=0"], "model.hidden_dim=0", dgl=True),
+    _row(["--model", "egnn", "--json", "model.hidden_dim=0"], "model.hidden_dim=0", dgl=True),
 ]
 
 
@@ -321,10 +326,10 @@ def test_bad_config_values_fail_in_one_line_before_anything_is_built(
 
 # ---------------------------------------------------------------- train and evaluate on bad files
 FILE_ERRORS = [
-    _row(["train", "--dataset", "{missing_lmdb}"], "no-such.lmdb", dgl=True),
-    _row(["train", "--dataset", "{garbage_lmdb}"], "garbage.lmdb", dgl=True),
-    _row(["train", "--dataset", "{dir}"], "a-directory", dgl=True),
-    _row(["train", "--dataset", "zzz-no-such-dataset"], "zzz-no-such-dataset", dgl=True),
+    _row(["train", "--model", "egnn", "--dataset", "{missing_lmdb}"], "no-such.lmdb", dgl=True),
+    _row(["train", "--model", "egnn", "--dataset", "{garbage_lmdb}"], "garbage.lmdb", dgl=True),
+    _row(["train", "--model", "egnn", "--dataset", "{dir}"], "a-directory", dgl=True),
+    _row(["train", "--model", "egnn", "--dataset", "zzz-no-such-dataset"], "zzz-no-such-dataset", dgl=True),
     _row(["evaluate", "{missing}"], "no-such-file.xyz"),
     _row(["evaluate", "{dir}"], "a-directory"),
     _row(["evaluate", "{garbage}"], "garbage.bin"),
@@ -553,9 +558,10 @@ def test_run_names_stay_inside_the_run_folder(tmp_path: Path, name: str, expecte
 def test_train_json_stdout_is_only_the_document(tmp_path: Path) -> None:
     """`matsciml train --json | jq` works: stdout parses as JSON while the progress bar goes to stderr;
     a second run of the same name gets its own directory."""
-    command = [sys.executable, "-m", "matsciml", "train", "--json", "trainer.max_epochs=1", "model.hidden_dim=8",
-               "model.num_layers=1", "data.batch_size=8", "trainer.accelerator=cpu", f"run.dir={tmp_path}",
-               "run.name=json-run", "trainer.enable_progress_bar=true", "trainer.limit_train_batches=2"]
+    command = [sys.executable, "-m", "matsciml", "train", "--json", "--model", "egnn", "trainer.max_epochs=1",
+               "model.hidden_dim=8", "model.num_layers=1", "data.batch_size=8", "trainer.accelerator=cpu",
+               f"run.dir={tmp_path}", "run.name=json-run", "trainer.enable_progress_bar=true",
+               "trainer.limit_train_batches=2"]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr

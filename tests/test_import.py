@@ -95,6 +95,10 @@ def test_every_devset_structure_converts_exactly(devsets_dir, tmp_path, name):
             if "forces" in results:
                 expected_keys.add("forces")
                 np.testing.assert_allclose(sample["forces"], results["forces"], rtol=0, atol=1e-12)
+            for key, value in results.items():  # every calculator result is kept, none dropped
+                expected_keys.add(key)
+                if key not in ("energy", "forces", "stress"):
+                    assert_property_equal(key, sample[key], value)
             for key, value in atoms.info.items():
                 expected_keys.add(key)
                 assert_property_equal(key, sample[key], value)
@@ -289,10 +293,13 @@ def test_cli_convert_and_inspect_lips(devsets_dir, tmp_path):
     assert re.search(r"^atoms\s+83 per structure", text, re.M), text
     elements = re.search(r"^elements\s+3: (.*)$", text, re.M)
     assert elements and [part.split()[0] for part in elements.group(1).split(", ")] == ["Li", "P", "S"]
-    energy_row = re.search(r"^\s+energy\s+scalar\s+float64\s+(\S+)\s+200\s", text, re.M)
+    energy_row = re.search(r"^\s+energy\s+target\s+structure\s+scalar\s+float64\s+(\S+)\s+200\s", text, re.M)
     assert energy_row and energy_row.group(1) == "eV", text
-    forces_row = re.search(r"^\s+forces\s+\[N,3\]\s+float64\s+(\S+)", text, re.M)
+    forces_row = re.search(r"^\s+forces\s+target\s+atom\s+\[N,3\]\s+float64\s+(\S+)", text, re.M)
     assert forces_row and forces_row.group(1) == "eV/Å", text
+    assert re.search(r"^\s+pos\s+structure\s+atom\s+\[N,3\]", text, re.M), text
+    assert re.search(r"^\s+source_index\s+target\s+structure\*\s+scalar", text, re.M), text
+    assert "(* = per atom or per structure read from the shapes at conversion" in text
 
     summary = json.loads(run_cli("data", "inspect", out, "--json", check=0).stdout)
     images = ase_io.read(lips, index=":")
@@ -301,6 +308,7 @@ def test_cli_convert_and_inspect_lips(devsets_dir, tmp_path):
     assert summary["element_counts"] == {"Li": int((numbers == 3).sum()), "P": int((numbers == 15).sum()),
                                          "S": int((numbers == 16).sum())}
     energy = next(p for p in summary["properties"] if p["key"] == "energy")
+    assert (energy["role"], energy["arity"], energy["arity_from"]) == ("target", "structure", "registry")
     energies = np.array([a.get_potential_energy() for a in images])
     assert energy["unit"] == "eV" and energy["present_in"] == 200
     assert energy["mean"] == pytest.approx(energies.mean(), rel=1e-9)
@@ -430,3 +438,263 @@ def test_shipped_is2re_contents(shipped):
         sample = dataset[index]
         assert sample["relaxed_energy"].shape == ()
         assert float(sample["relaxed_energy"]) <= float(sample["energy"]) + 1e-6, index
+
+
+# ---------------------------------------------------------------- partial charges and a total-charge input
+_MOLECULES = (("H2O", 0.0), ("NH3", 0.0), ("CH4", 0.0), ("OH", -1.0), ("H2O", 0.0), ("CO2", 0.0))
+
+
+def _charged_molecules(seed: int = 0) -> list:
+    """Small molecules with per-atom partial charges (summing to the total) and a per-structure total charge."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for name, total in _MOLECULES:
+        atoms = Atoms(molecule(name).numbers, positions=molecule(name).positions)  # no cell, no magmoms
+        hydrogen = atoms.numbers == 1
+        charges = np.where(hydrogen, 0.35, -0.5) + rng.normal(scale=0.02, size=len(atoms))
+        charges += (total - charges.sum()) / len(atoms)
+        atoms.arrays["charges"] = charges
+        atoms.info["total_charge"] = total
+        atoms.arrays["hirshfeld"] = 0.6 * charges
+        atoms.info["solvent"] = 1
+        images.append(atoms)
+    return images
+
+
+@pytest.fixture
+def charged_file(tmp_path) -> Path:
+    path = tmp_path / "charged.extxyz"
+    ase_io.write(path, _charged_molecules(), format="extxyz")
+    return path
+
+
+def test_partial_charges_and_total_charge_convert_and_collate(charged_file, tmp_path):
+    """Per-atom charges (which ASE moves into its calculator results) are kept as a per-atom target;
+    total_charge is a per-structure model input; collated they give targets [N] and input_fields [B]."""
+    from matsciml.batch import collate_structures
+
+    images = _charged_molecules()
+    read_back = ase_io.read(charged_file, index=":")
+    assert "charges" in read_back[0].calc.results and "charges" not in read_back[0].arrays  # ASE's move
+
+    convert([charged_file], tmp_path / "charged.lmdb", progress=False)
+    dataset = LMDBDataset(tmp_path / "charged.lmdb")
+    try:
+        keys = dataset.metadata["keys"]
+        assert {k: (keys[k]["role"], keys[k]["arity"], keys[k]["arity_from"]) for k in keys} == {
+            "atomic_numbers": ("structure", "atom", "registry"), "pos": ("structure", "atom", "registry"),
+            "pbc": ("structure", "structure", "registry"), "charges": ("target", "atom", "registry"),
+            "total_charge": ("input", "structure", "registry"), "hirshfeld": ("target", "atom", "shapes"),
+            "solvent": ("target", "structure", "shapes")}
+        assert keys["charges"]["unit"] == "e" and keys["charges"]["shape"] == ["N"]
+        assert keys["total_charge"]["unit"] == "e" and keys["total_charge"]["shape"] == []
+        samples = [dataset[i] for i in range(len(dataset))]
+        for sample, atoms in zip(samples, images):
+            np.testing.assert_allclose(sample["charges"], atoms.arrays["charges"], rtol=0, atol=1e-7)
+            assert float(sample["total_charge"]) == atoms.info["total_charge"]
+        batch = collate_structures([{k: v for k, v in s.items() if k not in ("hirshfeld", "solvent")}
+                                    for s in samples[:3]])
+        assert batch.targets["charges"].shape == (int(batch.num_atoms.sum()),)
+        assert batch.input_fields["total_charge"].shape == (3,)
+        assert set(batch.targets) == {"charges"} and set(batch.input_fields) == {"total_charge"}
+    finally:
+        dataset.close()
+
+
+def test_custom_per_atom_key_of_a_converted_dataset_collates(charged_file, tmp_path):
+    """An unregistered per-atom property converts with its arity recorded once, and collates atom-wise once
+    the dataset's fields are declared (as opening the dataset does)."""
+    from matsciml.batch import collate_structures
+    from matsciml.fields import declare_dataset_fields, isolated
+
+    convert([charged_file], tmp_path / "charged.lmdb", progress=False, fields={"solvent": {"role": "input"}})
+    dataset = LMDBDataset(tmp_path / "charged.lmdb")
+    try:
+        samples = [dataset[i] for i in range(len(dataset))]
+        with isolated():
+            declare_dataset_fields(dataset.metadata)
+            batch = collate_structures(samples)
+        assert batch.targets["hirshfeld"].shape == (sum(len(s["atomic_numbers"]) for s in samples),)
+        assert batch.input_fields["solvent"].tolist() == [1] * len(samples)
+    finally:
+        dataset.close()
+
+
+def test_every_calculator_result_is_kept():
+    """Charges, magnetic moments, dipole, total moment and free energy from a calculator all become properties."""
+    from ase import Atoms
+
+    atoms = Atoms("FeO", positions=[[0, 0, 0], [1.6, 0, 0]])
+    atoms.calc = SinglePointCalculator(atoms, energy=-5.0, free_energy=-5.1, charges=[0.8, -0.8],
+                                       magmoms=[3.5, 0.2], magmom=3.7, dipole=[1.28, 0.0, 0.0])
+    sample = validate_sample(atoms_to_sample(atoms))
+    assert sample["charges"].tolist() == [0.8, -0.8] and sample["magmoms"].tolist() == [3.5, 0.2]
+    assert float(sample["magmom"]) == 3.7 and sample["dipole"].shape == (3,)
+    assert float(sample["free_energy"]) == -5.1 and float(sample["energy"]) == -5.0
+
+
+def test_fields_declared_at_conversion(charged_file, tmp_path):
+    """--field declares role and arity of keys the registry does not know; a 3-vector of 3-atom molecules
+    declared per structure stays per structure."""
+    from ase.build import molecule
+
+    images = []
+    for index in range(3):
+        atoms = molecule("H2O")
+        atoms.rattle(0.01, seed=index)
+        atoms.info["field_vector"] = np.array([0.0, 0.0, 0.1 * index])  # as long as the molecule has atoms
+        atoms.info["temperature"] = 300.0
+        images.append(atoms)
+    path = tmp_path / "water.extxyz"
+    ase_io.write(path, images)
+    convert([path], tmp_path / "inferred.lmdb", progress=False)
+    keys = LMDBDataset(tmp_path / "inferred.lmdb").metadata["keys"]
+    assert (keys["field_vector"]["arity"], keys["field_vector"]["arity_from"]) == ("atom", "shapes")
+
+    convert([path], tmp_path / "declared.lmdb", progress=False,
+            fields={"field_vector": {"role": "input", "arity": "structure"}, "temperature": {"role": "input"}})
+    keys = LMDBDataset(tmp_path / "declared.lmdb").metadata["keys"]
+    assert (keys["field_vector"]["role"], keys["field_vector"]["arity"]) == ("input", "structure")
+    assert keys["field_vector"]["arity_from"] == "declared" and keys["field_vector"]["shape"] == [3]
+    assert (keys["temperature"]["role"], keys["temperature"]["arity"]) == ("input", "structure")
+
+
+def test_declared_per_atom_key_without_a_row_per_atom_is_left_out(tmp_path):
+    """A frame whose key declared per atom does not have one row per atom is reported, the others kept."""
+    images = _charged_molecules()[:3]  # H2O, NH3 (4 atoms), CH4
+    images[0].arrays["hirsh"] = np.zeros(3)
+    images[1].info["hirsh"] = 0.5  # one number for the whole molecule
+    images[2].arrays["hirsh"] = np.zeros(5)
+    path = tmp_path / "mixed.extxyz"
+    ase_io.write(path, images)
+    report = convert([path], tmp_path / "out.lmdb", progress=False, fields={"hirsh": {"arity": "atom"}})
+    assert report.written == 2 and [r["index"] for r in report.rejected] == [1]
+    assert "hirsh has shape (); expected [N, ...] but the structure has 4 atoms" in report.rejected[0]["reason"]
+
+
+def test_cli_field_option(charged_file, tmp_path, capsys):
+    """`convert --field` is recorded and `inspect` shows each key's role and arity."""
+    from matsciml.cli import main
+
+    out = tmp_path / "f.lmdb"
+    assert main(["data", "convert", str(charged_file), "-o", str(out), "--quiet",
+                 "--field", "solvent=input", "--field", "hirshfeld=atom", "--field", "charges=target,atom"]) == 0
+    capsys.readouterr()
+    keys = LMDBDataset(out).metadata["keys"]
+    assert (keys["solvent"]["role"], keys["solvent"]["arity"], keys["solvent"]["arity_from"]) == (
+        "input", "structure", "shapes")
+    assert (keys["hirshfeld"]["role"], keys["hirshfeld"]["arity_from"]) == ("target", "declared")
+    assert main(["data", "inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^\s+KEY\s+ROLE\s+PER\s+SHAPE", text, re.M), text
+    assert re.search(r"^\s+charges\s+target\s+atom\s+\[N\]\s+float64\s+e\s", text, re.M), text
+    assert re.search(r"^\s+total_charge\s+input\s+structure\s+scalar", text, re.M), text
+    assert re.search(r"^\s+solvent\s+input\s+structure\*\s+scalar", text, re.M), text
+
+
+@pytest.mark.parametrize("option, fragments", [
+    ("solvent=per-atom", ("--field 'solvent=per-atom'", "'per-atom' is not a role or an arity", "target or input")),
+    ("charges=structure", ("'charges' is declared a per-structure", "registered field", "per-atom target in e")),
+    ("solvnet=input", ("--field solvnet: no structure", "has a key 'solvnet'", "correct the name")),
+])
+def test_cli_bad_field_option_is_one_line_and_writes_nothing(charged_file, tmp_path, option, fragments):
+    out = tmp_path / "bad.lmdb"
+    result = run_cli("data", "convert", charged_file, "-o", out, "--quiet", "--field", option, check=1)
+    assert_one_line_error(result.stderr, *fragments)
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["charged.extxyz"]
+
+
+# ---------------------------------------------------------------- end to end: a regression on partial charges
+_ELECTRONEGATIVITY = {1: 2.20, 6: 2.55, 7: 3.04, 8: 3.44}
+_TRAINING_MOLECULES = ("H2O", "NH3", "CH4", "CO2", "HCN", "C2H2", "C2H4", "CH3OH", "H2CO", "CH3CN")
+
+
+def _molecules_with_bond_charges(count: int, seed: int = 0) -> list:
+    """Molecules whose partial charges follow their bonds: each bond moves 0.2 e per unit of
+    electronegativity difference towards the more electronegative atom. Carbon is negative in CH4 and
+    positive in CO2, so a per-element mean cannot predict the charges, but a model that sees neighbours can."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        template = molecule(_TRAINING_MOLECULES[index % len(_TRAINING_MOLECULES)])
+        atoms = Atoms(template.numbers, positions=template.positions)
+        atoms.rattle(0.03, seed=int(rng.integers(1 << 30)))
+        chi = np.array([_ELECTRONEGATIVITY[z] for z in atoms.numbers])
+        distances = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+        bonded = (distances < 1.6) & (distances > 0)
+        charges = -0.2 * (bonded * (chi[:, None] - chi[None, :])).sum(axis=1)
+        atoms.arrays["charges"] = charges
+        atoms.info["total_charge"] = 0.0
+        images.append(atoms)
+    return images
+
+
+@pytest.mark.dgl
+@pytest.mark.slow
+def test_regression_on_partial_charges_trains(tmp_path):
+    """`matsciml train --task regression task.targets=[charges]` on a converted dataset with per-atom charges
+    and a total-charge input learns the charges: better than the per-element mean, and far better than the
+    global mean."""
+    pytest.importorskip("dgl")
+    from matsciml.data.splits import Split
+
+    images = _molecules_with_bond_charges(48)
+    source = tmp_path / "bond_charges.extxyz"
+    ase_io.write(source, images)
+    dataset = tmp_path / "bond_charges.lmdb"
+    run_cli("data", "convert", source, "-o", dataset, "--quiet", check=0)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "matsciml", "train", "--json", "--model", "egnn", "--task", "regression",
+         "--dataset", str(dataset), "task.targets=[charges]", "trainer.max_epochs=14", "model.hidden_dim=32",
+         "model.num_layers=2", "optimizer.lr=0.005", "dataset.split=[0.75,0.25,0.0]", "data.batch_size=8",
+         f"run.dir={tmp_path / 'runs'}", "run.name=charges", "trainer.accelerator=cpu"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    mae, global_mean = result["metrics"]["charges_mae"], result["baseline"]["charges_mae"]
+
+    # the per-element mean over the training split, scored on the validation split
+    split = Split.load(Path(result["run_dir"]) / "split.json")
+
+    def per_atom(part: str) -> tuple[np.ndarray, np.ndarray]:
+        chosen = [images[i] for i in split[part]]
+        return np.concatenate([a.numbers for a in chosen]), np.concatenate([a.arrays["charges"] for a in chosen])
+
+    train_z, train_q = per_atom("train")
+    val_z, val_q = per_atom("val")
+    element_mean = {z: train_q[train_z == z].mean() for z in np.unique(train_z)}
+    per_element = float(np.abs(val_q - np.array([element_mean[z] for z in val_z])).mean())
+    print("charges:", json.dumps({"model": mae, "per_element_mean": per_element, "global_mean": global_mean}))
+    assert mae < 0.5 * global_mean
+    assert mae < per_element
+
+
+def test_model_inputs_reach_training_batches(charged_file, tmp_path):
+    """The data module reads a dataset's model inputs (total_charge) even when a task asks only for its
+    targets, so they reach the backbone through batch.input_fields."""
+    from matsciml.batch import collate_structures
+    from matsciml.training.datamodule import MatSciDataModule
+
+    class Plain:  # the least a representation does: samples in, a Batch out
+        name = "plain"
+
+        def __call__(self, sample):
+            return sample
+
+        def collate(self, items):
+            return collate_structures(items)
+
+    convert([charged_file], tmp_path / "charged.lmdb", progress=False)
+    module = MatSciDataModule(str(tmp_path / "charged.lmdb"), Plain(), batch_size=4, split=(1.0, 0.0, 0.0),
+                              keys=["charges", "atomic_numbers", "pos", "cell", "pbc"])
+    module.setup()
+    batch = next(iter(module.loader("train")))
+    assert set(batch.targets) == {"charges"} and set(batch.input_fields) == {"total_charge"}
+    assert batch.input_fields["total_charge"].shape == (4,)

@@ -21,8 +21,8 @@ import pytest
 pytestmark = pytest.mark.dgl
 
 NUM_SAMPLES = 40
-TINY = ["trainer.max_epochs=1", "model.hidden_dim=8", "model.num_layers=1", "trainer.enable_progress_bar=false",
-        "dataset.split=[0.5,0.5,0.0]"]
+TINY = ["model.name=egnn", "trainer.max_epochs=1", "model.hidden_dim=8", "model.num_layers=1",
+        "trainer.enable_progress_bar=false", "dataset.split=[0.5,0.5,0.0]"]
 
 
 def _write_variant(path: Path, damage: dict[int, Callable[[dict[str, Any]], None]]) -> Path:

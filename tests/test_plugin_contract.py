@@ -7,8 +7,9 @@ through the entry points of installed distributions, exactly as after a
 ``pip install`` by a user: nothing here patches the registry or fakes
 entry points.
 
-- matsciml-toyplugin: model toy-mlp, model needs-missing (its representation
-  is not installed), representation toy-points, dataset toy-dataset, task toy-task;
+- matsciml-toyplugin: model toy-mlp, model toy-tensor (breaks the backbone
+  contract), model needs-missing (its representation is not installed),
+  representation toy-points, dataset toy-dataset, task toy-task;
 - matsciml-brokenplugin: entry point ``broken`` whose module raises on import;
 - matsciml-dupplugin: model toy-mlp again (a clash) and dataset dup-only-dataset;
 - matsciml-faultyplugin: one entry point per way a hook can fail (it raises,
@@ -20,9 +21,7 @@ entry points.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,12 +29,12 @@ from typing import Any, Callable
 
 import importlib_metadata
 import pytest
+from installed_plugins import environment, install_plugins
 
-PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 PLUGIN_PROJECTS = ("matsciml_toyplugin", "matsciml_brokenplugin", "matsciml_dupplugin", "matsciml_faultyplugin",
                    "matsciml_raiseplugin")
 BUILTIN_DATASETS = ("slab-emt-s2ef", "slab-emt-is2re")
-TOY_NAMES = ("toy-mlp", "needs-missing", "toy-points", "toy-dataset", "toy-task", "dup-only-dataset",
+TOY_NAMES = ("toy-mlp", "toy-tensor", "needs-missing", "toy-points", "toy-dataset", "toy-task", "dup-only-dataset",
              "faulty-sibling-dataset", "toy-raise", "toy-raise-dataset")
 BROKEN_CAUSE = "simulated import failure in broken plugin"
 # entry point of matsciml-faultyplugin -> the error its plugin record carries
@@ -52,44 +51,23 @@ RAISE_MODEL_FAILURE = ("model 'toy-raise' from matsciml-raiseplugin failed to bu
                        "hidden_dim=16 is not supported; check the hyper-parameters or report it to "
                        "that plugin's authors")
 
-# ToyBackbone(hidden_dim=h, num_layers=L): Embedding(119, h) + Linear(3, h) + L * Linear(h, h).
-TOY_PARAMETERS = 119 * 16 + (3 * 16 + 16) + 2 * (16 * 16 + 16)
+# ToyBackbone(hidden_dim=h, num_layers=L, num_radial=K): ElementEmbedding (118 * h) + filter Linear(K, h)
+# + L * Linear(h, h).
+TOY_PARAMETERS = 118 * 16 + (8 * 16 + 16) + 2 * (16 * 16 + 16)
 
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Install the test distributions with pip into a fresh target folder.
-
-    The projects are copied first so that building them leaves no
-    ``build/`` or ``*.egg-info`` in the repository.
-    """
-    root = tmp_path_factory.mktemp("matsciml-plugins")
-    sources = []
-    for project in PLUGIN_PROJECTS:
-        copy = root / "src" / project
-        shutil.copytree(PLUGIN_SOURCES / project, copy,
-                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        sources.append(str(copy))
-    site = root / "site"
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-               "--no-index", "--disable-pip-version-check", "--target", str(site), *sources]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        pytest.fail(f"pip could not install the test plugins (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
-    installed = sorted(p.name for p in site.glob("*.dist-info"))
-    assert len(installed) == len(PLUGIN_PROJECTS), (
-        f"expected {len(PLUGIN_PROJECTS)} installed distributions in {site}, found {installed}")
-    return site
+    """Install the test distributions with pip into a fresh target folder."""
+    try:
+        return install_plugins(PLUGIN_PROJECTS, tmp_path_factory.mktemp("matsciml-plugins"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def _environment(site: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["COLUMNS"] = "1000"  # tables are cut to the terminal width
-    env["PYTHONIOENCODING"] = "utf-8"
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(([str(site)] if site else []) + paths)
-    return env
+    return environment(site)
 
 
 def _run(site: Path | None, arguments: list[str]) -> subprocess.CompletedProcess[str]:
@@ -153,11 +131,13 @@ def end_to_end():
     batch = representation.collate([representation(s) for s in samples])
     toy = [s for s in registry.list("model") if s.name == "toy-mlp" and s.distribution == "matsciml-toyplugin"]
     model = toy[0].build(hidden_dim=8)
-    embeddings = model(batch)
+    output = model(batch)
     # TaskSpec.build() accepts hyper-parameters only, so the backbone goes to the factory directly.
     task = task_spec.load_factory()("the-backbone", **task_spec.resolve_params({"loss": "l1"}))
-    return {"num_samples": len(dataset), "num_atoms": int(batch["atomic_numbers"].shape[0]),
-            "embeddings": list(embeddings.shape), "model_representation": model.representation,
+    return {"num_samples": len(dataset), "num_atoms": int(batch.atomic_numbers.shape[0]),
+            "batch": type(batch).__module__ + "." + type(batch).__name__,
+            "output": type(output).__module__ + "." + type(output).__name__,
+            "embeddings": list(output.atom_features.shape), "model_representation": model.representation,
             "task": task}
 
 report = {
@@ -212,7 +192,7 @@ def test_plugins_lists_builtins_and_third_party_with_versions(cli) -> None:
                      rows["matsciml"]), rows["matsciml"]
     toy = rows["matsciml-toyplugin"]
     assert re.search(r"^matsciml-toyplugin\s+0\.3\.1\s+toyplugin\s+ok\s", toy), toy
-    for provided in ("models: toy-mlp, needs-missing", "datasets: toy-dataset",
+    for provided in ("models: toy-mlp, toy-tensor, needs-missing", "datasets: toy-dataset",
                      "representations: toy-points", "tasks: toy-task"):
         assert provided in toy
     assert re.search(r"^matsciml-dupplugin\s+1\.0\.0\s+dupplugin\s+ok\s", rows["matsciml-dupplugin"])
@@ -227,7 +207,7 @@ def test_plugins_json_matches_the_table(cli) -> None:
     toy = _plugin(records, "matsciml-toyplugin")
     assert (toy["version"], toy["entry_point"], toy["module"], toy["status"]) == (
         "0.3.1", "toyplugin", "matsciml_toyplugin.plugin", "ok")
-    assert toy["provides"] == {"model": ["toy-mlp", "needs-missing"], "representation": ["toy-points"],
+    assert toy["provides"] == {"model": ["toy-mlp", "toy-tensor", "needs-missing"], "representation": ["toy-points"],
                                "dataset": ["toy-dataset"], "task": ["toy-task"]}
     dup = _plugin(records, "matsciml-dupplugin")
     assert dup["provides"] == {"model": ["toy-mlp"], "dataset": ["dup-only-dataset"]}
@@ -244,7 +224,8 @@ def test_models_lists_the_plugin_models(cli) -> None:
         ("toy-mlp", "matsciml-toyplugin"), ("toy-mlp", "matsciml-dupplugin"), ("needs-missing", "matsciml-toyplugin")}
     toy = next(e for e in entries if e["name"] == "toy-mlp" and e["distribution"] == "matsciml-toyplugin")
     assert toy["representation"] == "toy-points"
-    assert [p["name"] for p in toy["hyperparameters"]] == ["hidden_dim", "num_layers"]
+    assert [p["name"] for p in toy["hyperparameters"]] == ["hidden_dim", "num_layers", "cutoff_radius", "num_radial"]
+    assert toy["tied_params"] == {"cutoff_radius": "cutoff_radius"}
 
 
 def test_datasets_lists_plugin_and_builtin_datasets(cli) -> None:
@@ -255,7 +236,7 @@ def test_datasets_lists_plugin_and_builtin_datasets(cli) -> None:
                            *[(name, "matsciml") for name in BUILTIN_DATASETS]]:
         assert re.search(rf"^{name}\s.*\s{provider}\s", done.stdout, re.M), f"{name} from {provider}:\n{done.stdout}"
     entries = {e["name"]: e for e in _json(cli("datasets", "--json"))}
-    assert entries["toy-dataset"]["targets"] == ["energy"]
+    assert entries["toy-dataset"]["targets"] == ["energy", "forces"]
     assert entries["toy-dataset"]["distribution"] == "matsciml-toyplugin"
     assert entries["slab-emt-s2ef"]["targets"] == ["energy", "forces"]
     assert entries["slab-emt-is2re"]["targets"] == ["relaxed_energy"]
@@ -338,6 +319,7 @@ def test_components_of_working_plugins_resolve_beside_the_broken_one(api) -> Non
     assert value["num_samples"] == 3
     assert value["num_atoms"] == 2 + 3 + 4  # ToyDataset gives sample i 2 + i % 4 atoms
     assert value["embeddings"] == [value["num_atoms"], 8]  # hidden_dim=8 overrides the default 16
+    assert (value["batch"], value["output"]) == ("matsciml.batch.Batch", "matsciml.interfaces.BackboneOutput")
     assert value["model_representation"] == "toy-points"
     assert value["task"] == {"task": "toy-task", "backbone": "the-backbone", "loss": "l1", "learning_rate": 1e-3}
 
@@ -584,12 +566,13 @@ def test_info_shows_hyperparameters_parameter_count_and_representation(cli) -> N
     described = _json(cli("info", "toy-mlp", "--kind", "model", "--json"))
     toy_json = next(d for d in described if d["distribution"] == "matsciml-toyplugin")
     assert toy_json["parameter_count"] == TOY_PARAMETERS and toy_json["build_error"] is None
-    assert toy_json["hyperparameters"] == [
+    assert toy_json["hyperparameters"][:2] == [
         {"name": "hidden_dim", "default": 16, "help": "width of the per-atom embedding", "range": None,
          "choices": None},
         {"name": "num_layers", "default": 2, "help": "number of hidden layers of the MLP", "range": None,
          "choices": None},
     ]
+    assert [p["name"] for p in toy_json["hyperparameters"][2:]] == ["cutoff_radius", "num_radial"]
     assert toy_json["representation_installed"] is True and toy_json["distribution_version"] == "0.3.1"
 
 
@@ -618,5 +601,5 @@ def test_info_describes_an_in_memory_dataset(cli) -> None:
     done = cli("info", "toy-dataset")
     assert done.returncode == 0, done.stderr
     assert "dataset toy-dataset  (from matsciml-toyplugin 0.3.1)" in done.stdout
-    assert "targets: energy" in done.stdout
+    assert "targets: energy, forces" in done.stdout
     assert re.search(r"samples:\s*4\b", done.stdout), done.stdout

@@ -480,3 +480,42 @@ def test_convert_leaves_out_a_frame_with_coincident_atoms(tmp_path, capsys):
         assert rejected["index"] == 1 and "atoms 0 and 2 are 0.000 Å apart" in rejected["reason"]
     finally:
         dataset.close()
+
+
+# ------------------------------------------------------------------ shapes from the field registry
+def test_registered_per_atom_property_needs_one_row_per_atom():
+    """charges is declared per atom (matsciml.fields): one value per atom, or the sample is refused."""
+    out = validate_sample(with_(charges=np.zeros(NATOMS, dtype=np.float32)))
+    assert out["charges"].dtype == np.float64
+    refuse(with_(charges=np.zeros(NATOMS - 2)), "charges", "(81,)", "[N]", "83 atoms")
+    refuse(with_(charges=np.asarray(0.0)), "charges", "()", "83 atoms")
+
+
+def test_magnetic_moments_collinear_or_not():
+    """magmoms may be [N] (collinear) or [N, 3] (non-collinear), always one row per atom."""
+    validate_sample(with_(magmoms=np.ones(NATOMS)))
+    validate_sample(with_(magmoms=np.ones((NATOMS, 3))))
+    refuse(with_(magmoms=np.ones(3)), "magmoms", "(3,)", "[N, ...]", "83 atoms")
+
+
+def test_model_inputs_are_checked_like_targets():
+    """total_charge is one number per structure; spin_multiplicity an integer."""
+    out = validate_sample(with_(total_charge=1, spin_multiplicity=2.0))
+    assert out["total_charge"].dtype == np.float64 and out["spin_multiplicity"].dtype == np.int64
+    refuse(with_(total_charge=np.zeros(NATOMS)), "total_charge", "(83,)", "scalar")
+    refuse(with_(spin_multiplicity=1.5), "spin_multiplicity", "integers")
+
+
+def test_text_in_a_numeric_field_is_refused():
+    refuse(with_(energy="-357.5"), "energy is text ('-357.5')", "per-structure target in eV", "store it as numbers")
+
+
+def test_declared_custom_key_is_checked_like_a_registered_one():
+    """A key declared per atom at conversion (--field q=atom) must have one row per atom."""
+    from matsciml.fields import FieldSpec
+
+    declared = {"hirshfeld": FieldSpec("hirshfeld", "target", "atom", None, None)}
+    validate_sample(with_(hirshfeld=np.zeros(NATOMS)), declared=declared)
+    refuse(with_(hirshfeld=np.zeros(3)), "hirshfeld", "(3,)", "83 atoms", declared=declared)
+    # undeclared, any numeric array is stored as it is
+    assert validate_sample(with_(hirshfeld=np.zeros(3, dtype=np.float32)))["hirshfeld"].dtype == np.float32

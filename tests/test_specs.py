@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import sys
 import textwrap
@@ -88,6 +89,44 @@ def test_with_distribution_returns_a_new_spec() -> None:
     assert stamped.distribution == "matsciml-toyplugin"
     assert spec.distribution is None
     assert isinstance(stamped, ModelSpec) and stamped.representation == spec.representation
+
+
+def test_tied_params_name_declared_hyper_parameters() -> None:
+    """A model ties its own declared hyper-parameters to named representation ones; describe() shows them."""
+    spec = _model(defaults={"hidden_dim": 16, "cutoff_radius": 5.0}, param_help={},
+                  tied_params={"cutoff_radius": "cutoff_radius"})
+    assert dict(spec.tied_params) == {"cutoff_radius": "cutoff_radius"}
+    assert spec.describe()["tied_params"] == {"cutoff_radius": "cutoff_radius"}
+    assert _model().describe()["tied_params"] == {}
+    with pytest.raises(ValueError, match=r"model 'tiny': tied_params names radius, which are not in its defaults"):
+        _model(tied_params={"radius": "cutoff_radius"})
+    with pytest.raises(ValueError, match=r"tied_params\['hidden_dim'\] must name a hyper-parameter of "
+                                         r"representation 'toy-points'"):
+        _model(tied_params={"hidden_dim": ""})
+
+
+def test_task_targets_come_from_declarations() -> None:
+    """required_targets plus the keys named by targets_param; complete_params fills in derived values."""
+    spec = TaskSpec(name="t", summary="s", factory=_echo, defaults={"targets": None, "weight": 1.0},
+                    required_targets=("energy",), targets_param="targets",
+                    complete_params=lambda params: {**params, "weight": 2.0 * params["weight"]})
+    assert spec.targets_for({"targets": ["charges", "energy"]}) == ["energy", "charges"]
+    assert spec.targets_for({"targets": "band_gap"}) == ["energy", "band_gap"]
+    assert spec.targets_for({"targets": None}) == ["energy"]
+    assert spec.resolve_params({"weight": 3.0}) == {"targets": None, "weight": 6.0}
+    assert spec.build(weight=1.5) == {"targets": None, "weight": 3.0}
+    assert spec.describe()["targets_param"] == "targets"
+    with pytest.raises(ValueError, match="targets_param 'labels' is not one of its hyper-parameters"):
+        TaskSpec(name="t", summary="s", factory=_echo, defaults={"targets": None}, targets_param="labels")
+
+
+def test_the_contract_version_counts_the_new_fields() -> None:
+    """tied_params, targets_param and complete_params came with version 3 of the hook contract."""
+    from matsciml import hookspecs
+
+    assert hookspecs.HOOKSPEC_VERSION == 3
+    documented = inspect.getsource(hookspecs)
+    assert all(field in documented for field in ("tied_params", "targets_param", "complete_params"))
 
 
 def test_every_kind_has_a_spec_class_and_a_hook() -> None:

@@ -242,7 +242,7 @@ def test_dataset_file_reads_and_restricts_keys(tmp_path):
     file.close()
     dataset = LMDBDataset(path, keys=["energy"])
     assert set(dataset[0]) == {"atomic_numbers", "pos", "cell", "pbc", "energy"}
-    assert dataset.targets == ["band_gap", "energy", "forces", "label", "sample_id"]
+    assert dataset.targets == ["band_gap", "energy", "forces", "sample_id"]  # text ("label") is not a target
 
 
 def test_write_dataset_helper(tmp_path):

@@ -29,6 +29,7 @@ from matsciml.testing import (
 from matsciml.training.config import build_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EGNN = "model.name=egnn"  # the core's defaults name no model
 
 
 def _matsciml(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -39,11 +40,11 @@ def _matsciml(*args: str, env: dict[str, str] | None = None, timeout: int = 600)
 
 # ---------------------------------------------------------------- config
 def test_overrides_parse_yaml_values_and_nest() -> None:
-    """`a.b=value` overrides parse values as YAML and create nested keys."""
+    """`a.b=value` overrides parse values as YAML and create nested keys; the defaults name no model."""
     config = build_config(overrides=["trainer.max_epochs=3", "model.hidden_dim=32", "dataset.split=[0.5,0.25,0.25]",
                                      "scheduler.name=cosine"])
     assert config["trainer"]["max_epochs"] == 3
-    assert config["model"] == {"name": "egnn", "hidden_dim": 32}
+    assert config["model"] == {"hidden_dim": 32}
     assert config["dataset"]["split"] == [0.5, 0.25, 0.25]
     assert config["scheduler"] == {"name": "cosine"}
 
@@ -56,10 +57,27 @@ def test_unknown_section_is_named_with_a_suggestion() -> None:
         build_config(overrides=["trainr.max_epochs=3"])
 
 
+def test_training_without_a_model_names_the_installed_ones() -> None:
+    """The core names no default model: `matsciml train` without one says how to choose and what is installed."""
+    from matsciml.errors import MatscimlError
+    from matsciml.training.run import resolve_config
+
+    installed = get_registry().names("model")
+    with pytest.raises(MatscimlError, match="^no model chosen") as info:
+        resolve_config(build_config(overrides=["trainer.max_epochs=1"]))
+    if installed:
+        assert "give one with --model NAME or model.name=NAME; installed models: " + ", ".join(installed) \
+            in str(info.value)
+    else:  # the current-torch environment has the core only
+        assert "no model is installed: install a model plugin" in str(info.value)
+    done = _matsciml("train", "--print-config")
+    assert done.returncode == 1 and done.stderr.startswith("matsciml: error: no model chosen"), done.stderr
+
+
 @pytest.mark.dgl
 def test_print_config_round_trips(tmp_path: Path) -> None:
     """The resolved config printed by --print-config reads back to the same config."""
-    first = _matsciml("train", "--print-config", "model.hidden_dim=24", "trainer.max_epochs=2")
+    first = _matsciml("train", "--print-config", "--model", "egnn", "model.hidden_dim=24", "trainer.max_epochs=2")
     assert first.returncode == 0, first.stderr
     assert "hidden_dim: 24" in first.stdout and "cutoff_radius: 6.0" in first.stdout
     saved = tmp_path / "config.yaml"
@@ -75,10 +93,13 @@ def test_model_and_representation_cutoffs_follow_each_other() -> None:
     from matsciml.errors import IncompatibleComponentsError
     from matsciml.training.run import resolve_config
 
-    config = resolve_config(build_config(overrides=["representation.cutoff_radius=4.5"]))
+    assert dict(get_registry().model("egnn").tied_params) == {"cutoff_radius": "cutoff_radius"}  # declared
+    config = resolve_config(build_config(overrides=[EGNN, "representation.cutoff_radius=4.5"]))
     assert config["model"]["cutoff_radius"] == 4.5 == config["representation"]["cutoff_radius"]
+    config = resolve_config(build_config(overrides=[EGNN, "model.cutoff_radius=5.5"]))
+    assert config["representation"]["cutoff_radius"] == 5.5
     with pytest.raises(IncompatibleComponentsError, match="model.cutoff_radius=5.0 and representation.cutoff_radius=4.0"):
-        resolve_config(build_config(overrides=["representation.cutoff_radius=4.0", "model.cutoff_radius=5.0"]))
+        resolve_config(build_config(overrides=[EGNN, "representation.cutoff_radius=4.0", "model.cutoff_radius=5.0"]))
 
 
 @pytest.mark.dgl
@@ -87,7 +108,7 @@ def test_task_needing_missing_targets_is_refused() -> None:
     from matsciml.errors import IncompatibleComponentsError
     from matsciml.training.run import build_run, resolve_config
 
-    config = resolve_config(build_config(overrides=["dataset.name=slab-emt-is2re"]))
+    config = resolve_config(build_config(overrides=[EGNN, "dataset.name=slab-emt-is2re"]))
     with pytest.raises(IncompatibleComponentsError, match="needs forces in every sample, but dataset .slab-emt-is2re. does not have it"):
         build_run(config)
 
@@ -203,7 +224,7 @@ def _train(overrides: list[str], tmp_path: Path, name: str):
     from matsciml.training.run import train
 
     config = build_config(overrides=[
-        f"run.dir={tmp_path}", f"run.name={name}", "trainer.enable_progress_bar=false",
+        EGNN, f"run.dir={tmp_path}", f"run.name={name}", "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu", "trainer.enable_model_summary=false", *overrides])
     return train(config)
 
@@ -356,7 +377,7 @@ def test_loader_workers_give_the_same_batches_as_the_main_process() -> None:
 
     from matsciml.training.run import build_run, resolve_config
 
-    config = resolve_config(build_config(overrides=["data.batch_size=16"]))
+    config = resolve_config(build_config(overrides=[EGNN, "data.batch_size=16"]))
     run = build_run(config)
     serial = list(run.datamodule.loader("val"))
     run.datamodule.num_workers = 2

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from matsciml.data.schema import KNOWN_KEYS, STRUCTURE_KEYS
 from matsciml.errors import MatscimlError
+from matsciml.fields import FieldSpec, UnknownFieldError, field_spec, registered_names
 
-PER_ATOM_TARGETS = frozenset(key for key, spec in KNOWN_KEYS.items()
-                             if "N" in spec.shape and key not in STRUCTURE_KEYS)
+PER_ATOM_TARGETS = registered_names(role="target", arity="atom")
+"""Registered per-atom targets (forces, charges...); :func:`matsciml.fields.field_spec` knows them all."""
+
+_GEOMETRY = frozenset({"atomic_numbers", "pos", "cell", "pbc"})  # fields of their own in a Batch
 
 
 @dataclass
@@ -118,9 +120,21 @@ def collate_structures(samples: Sequence[Mapping[str, Any]], inputs: Any = None,
                        dtype: torch.dtype = torch.float32) -> Batch:
     """The common part of a batch, built with array operations.
 
-    Targets are the numeric keys present in every sample that are not
-    structure keys; forces-like keys are concatenated atom-wise, the rest
-    stacked per structure. Strings are left out.
+    Each numeric key present in every sample goes where its declaration
+    (:func:`matsciml.fields.field_spec`: the registry, or the fields of the
+    datasets opened in this process) puts it: targets to ``targets``, model
+    inputs to ``input_fields``, structure annotations (tags, fixed) to
+    ``extras``. Per-atom keys are concatenated atom-wise (``[num_atoms_total,
+    ...]``), per-structure keys stacked (``[num_structures, ...]``); floats
+    take ``dtype``. Text is left out.
+
+    Numeric keys that no declaration covers are left out (their layout is
+    never guessed at read time).
+
+    Raises:
+        MatscimlError: a key's arrays do not have the declared layout (a
+            per-atom key without one row per atom, per-structure values of
+            different shapes), naming the key and the sample in the batch.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -128,19 +142,19 @@ def collate_structures(samples: Sequence[Mapping[str, Any]], inputs: Any = None,
     cells = np.stack([np.asarray(s["cell"]) if "cell" in s else np.zeros((3, 3)) for s in samples])
     pbc = np.stack([np.asarray(s["pbc"], dtype=bool) for s in samples])
     common = set(samples[0]).intersection(*samples[1:]) if len(samples) > 1 else set(samples[0])
-    targets: dict[str, torch.Tensor] = {}
-    extras: dict[str, torch.Tensor] = {}
-    for key in sorted(common - {"atomic_numbers", "pos", "cell", "pbc"}):
+    routed: dict[str, dict[str, torch.Tensor]] = {"target": {}, "input": {}, "structure": {}}
+    for key in sorted(common - _GEOMETRY):
         values = [s[key] for s in samples]
         if isinstance(values[0], str):
             continue
-        if key in STRUCTURE_KEYS:
-            extras[key] = torch.from_numpy(np.concatenate(values))
+        try:
+            spec = field_spec(key)
+        except UnknownFieldError:
+            # nothing declared a use for it (an ad-hoc sample's stray info key): leave it out rather than
+            # guess its layout; a task that needs it says it is missing and how to declare it
             continue
-        per_atom = key in PER_ATOM_TARGETS
-        array = np.concatenate(values) if per_atom else np.stack(values)
-        tensor = torch.from_numpy(array)
-        targets[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        tensor = torch.from_numpy(_join(key, spec, values, num_atoms))
+        routed[spec.role][key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     return Batch(
         inputs=inputs,
         atomic_numbers=torch.from_numpy(np.concatenate([s["atomic_numbers"] for s in samples])),
@@ -149,6 +163,34 @@ def collate_structures(samples: Sequence[Mapping[str, Any]], inputs: Any = None,
         num_atoms=torch.from_numpy(num_atoms),
         cell=torch.from_numpy(cells).to(dtype),
         pbc=torch.from_numpy(pbc),
-        targets=targets,
-        extras=extras,
+        targets=routed["target"],
+        extras=routed["structure"],
+        input_fields=routed["input"],
     )
+
+
+def _join(key: str, spec: FieldSpec, values: list[Any], num_atoms: np.ndarray) -> np.ndarray:
+    """One key's values of a batch: concatenated per atom or stacked per structure, as declared."""
+    arrays = [np.asarray(value) for value in values]
+    if spec.per_atom:
+        for position, (array, count) in enumerate(zip(arrays, num_atoms.tolist())):
+            if array.ndim == 0 or array.shape[0] != count:
+                raise MatscimlError(
+                    f"cannot collate {key!r}, a {spec.describe()}: structure {position} of the batch has "
+                    f"{count} atoms but its {key} has shape {tuple(array.shape)}, not {count} rows; "
+                    f"correct the data, or declare the key per structure at conversion (--field {key}=structure)")
+        try:
+            return np.concatenate(arrays)
+        except ValueError:
+            shown = ", ".join("[" + ", ".join(["N", *map(str, rest)]) + "]"
+                              for rest in sorted({array.shape[1:] for array in arrays}))
+            raise MatscimlError(f"cannot collate {key!r}: its rows differ in shape between structures of the "
+                                f"batch ({shown}); correct the data") from None
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        shown = ", ".join(str(shape) for shape in sorted(shapes))
+        raise MatscimlError(
+            f"cannot collate {key!r}, a {spec.describe()}: its shape differs between structures of the batch "
+            f"({shown}), so the values cannot be stacked; correct the data, or declare the key per atom at "
+            f"conversion (--field {key}=atom) if it has one row per atom")
+    return np.stack(arrays)

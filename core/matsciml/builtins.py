@@ -7,21 +7,100 @@ string and imported only when built.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from matsciml.datasets import DEVSETS, open_devset
+from matsciml.errors import MatscimlError
+from matsciml.fields import UnknownFieldError, field_spec
 from matsciml.hookspecs import hookimpl
-from matsciml.specs import DatasetSpec, TaskSpec
+from matsciml.specs import DatasetSpec, TaskSpec, as_yaml
 
 _HEAD_DEFAULTS = {"head_hidden_dim": 64, "head_layers": 1, "activation": "silu"}
 _HEAD_HELP = {
     "head_hidden_dim": "width of the hidden layers of the output MLP",
     "head_layers": "number of hidden layers of the output MLP",
-    "activation": "activation of the output MLP (silu, relu, gelu, tanh)",
+    "activation": "activation of the output MLP (silu, relu, gelu, tanh, softplus2)",
 }
 # Checked before a task is built, so a bad value is one line naming it.
 _HEAD_RANGES = {"head_hidden_dim": ">=1", "head_layers": ">=0"}
-_HEAD_CHOICES = {"activation": ("silu", "relu", "gelu", "tanh")}
+# The names of matsciml.nn.ACTIVATIONS, written out because this module must not import torch (a test keeps them equal).
+_HEAD_CHOICES = {"activation": ("silu", "relu", "gelu", "tanh", "softplus2")}
+
+READOUTS = ("sum", "mean")
+"""How property regression pools atom features into a per-structure value."""
+
+EXTENSIVE_TARGETS = frozenset({"energy", "free_energy", "relaxed_energy", "magmom"})
+"""Registered per-structure targets that are totals over the atoms (eV, μB): their readout defaults to ``sum``.
+
+Every other per-structure target defaults to ``mean`` (band gaps, energies per
+atom, Fermi levels are intensive). A per-atom target (partial charges) is
+predicted atom by atom and has no readout.
+"""
+
+
+def resolve_readouts(targets: Sequence[str], readout: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The readout of each per-structure regression target: ``{target: "sum" | "mean"}``.
+
+    Args:
+        targets: the regression targets.
+        readout: one readout for every target, a mapping from some targets to
+            theirs, or None; a target without one gets ``sum`` when it is one
+            of :data:`EXTENSIVE_TARGETS`, else ``mean``.
+
+    Registered per-atom targets (``charges``, ``forces``...) are left out:
+    they are predicted per atom, not pooled, and naming one in ``readout`` is
+    an error.
+    """
+    chosen: dict[str, Any]
+    if readout is None:
+        chosen = {}
+    elif isinstance(readout, str):
+        chosen = {target: readout for target in targets if not _registered_per_atom(target)}
+    elif isinstance(readout, Mapping):
+        chosen = dict(readout)
+    else:
+        raise MatscimlError(f"task.readout={readout!r} is not valid: expected sum, mean or a mapping "
+                            f"{{target: sum|mean}}; e.g. task.readout={{energy: sum, band_gap: mean}}")
+    for target, value in chosen.items():
+        if target not in targets:
+            raise MatscimlError(f"task.readout names {target!r}, which is not a regression target "
+                                f"({', '.join(targets)}); add it to task.targets or remove it from task.readout")
+        if value not in READOUTS:
+            raise MatscimlError(f"task.readout.{target}={as_yaml(value)} is not valid: expected sum (extensive: "
+                                f"totals) or mean (intensive); e.g. task.readout.{target}=mean")
+        if _registered_per_atom(target):
+            raise MatscimlError(f"task.readout names {target!r}, a per-atom target: it is predicted atom by atom, "
+                                f"not pooled; remove it from task.readout")
+    return {target: chosen.get(target, "sum" if target in EXTENSIVE_TARGETS else "mean")
+            for target in targets if not _registered_per_atom(target)}
+
+
+def _registered_per_atom(target: str) -> bool:
+    try:
+        return field_spec(target).per_atom
+    except UnknownFieldError:
+        return False  # a dataset's own key: its metadata says, once the dataset is open
+
+
+def complete_regression_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Property regression's hyper-parameters with ``targets`` checked and one readout per target.
+
+    Targets are required: a regression of a property nobody named would be a
+    guess (energies have their own tasks, ``is2re`` and ``s2ef``, with
+    per-element references).
+    """
+    targets = params.get("targets")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not targets or not isinstance(targets, (list, tuple)) or \
+            not all(isinstance(t, str) and t.strip() for t in targets):
+        raise MatscimlError(f"task.targets={targets!r} is not valid: property regression needs the sample keys "
+                            f"to predict; e.g. task.targets=[band_gap,formation_energy_per_atom]")
+    if len(set(targets)) != len(targets):
+        raise MatscimlError(f"task.targets={list(targets)!r} names a key twice; list each target once")
+    return {**params, "targets": list(targets), "readout": resolve_readouts(targets, params.get("readout"))}
 
 
 @hookimpl
@@ -71,18 +150,24 @@ def matsciml_tasks() -> list[TaskSpec]:
         ),
         TaskSpec(
             name="regression",
-            summary="Regression of per-structure scalar properties (band gap, formation energy...), "
-                    "per-target normalisation, L1 or MSE loss, MAE per target",
+            summary="Regression of per-structure properties (band gap, formation energy...) and per-atom ones "
+                    "(partial charges...): per-target normalisation, sum or mean readout per target, "
+                    "L1 or MSE loss, MAE per target",
             factory="matsciml.tasks.regression:PropertyRegressionTask",
-            defaults={"targets": ["energy"], "loss": "l1", "readout": "mean", "head_hidden_dim": 64,
+            defaults={"targets": None, "loss": "l1", "readout": None, "head_hidden_dim": 64,
                       "head_layers": 2, "activation": "silu"},
             param_help={
-                "targets": "sample keys to predict (scalars per structure)",
-                "loss": "l1 or mse, on targets normalised by training mean and std",
-                "readout": "pool atom embeddings by mean (intensive) or sum (extensive)",
+                "targets": "sample keys to predict (required): per-structure scalars, or per-atom values "
+                           "such as charges (predicted atom by atom)",
+                "loss": "l1 or mse, on targets normalised by training statistics",
+                "readout": "per-structure targets: pool atom features by sum (extensive) or mean (intensive); "
+                           "one value for all or {target: sum|mean}; default sum for total energies and "
+                           "moments, mean otherwise",
                 **_HEAD_HELP,
             },
             param_ranges=_HEAD_RANGES,
-            param_choices={"loss": ("l1", "mse"), "readout": ("mean", "sum"), **_HEAD_CHOICES},
+            param_choices={"loss": ("l1", "mse"), **_HEAD_CHOICES},
+            targets_param="targets",
+            complete_params=complete_regression_params,
         ),
     ]

@@ -44,8 +44,11 @@ from matsciml.specs import DatasetSpec, ModelSpec, RepresentationSpec, TaskSpec
 PROJECT_NAME = "matsciml"
 """The pluggy project name, and the entry-point group plugins declare."""
 
-HOOKSPEC_VERSION = 2
-"""Version of this contract (hooks and spec fields); 2 added ``param_ranges`` and ``param_choices``."""
+HOOKSPEC_VERSION = 3
+"""Version of this contract (hooks and spec fields): 2 added ``param_ranges`` and
+``param_choices``; 3 added ``ModelSpec.tied_params`` and ``TaskSpec.targets_param``
+and ``TaskSpec.complete_params``, and backbones return
+:class:`matsciml.interfaces.BackboneOutput`."""
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -88,8 +91,14 @@ def matsciml_models() -> Iterable[ModelSpec]:
 
     Called once per process, the first time the registry is used. Each
     :class:`~matsciml.specs.ModelSpec` names the representation its batches
-    come from; its factory returns a ``torch.nn.Module`` following
-    :class:`matsciml.interfaces.Backbone`.
+    come from (and, in ``tied_params``, its hyper-parameters that must equal
+    one of that representation's, such as a cutoff radius); its factory
+    returns a ``torch.nn.Module`` following :class:`matsciml.interfaces.Backbone`:
+    attributes ``representation`` (the spec's) and ``embedding_dim`` (and
+    ``structure_embedding_dim`` when it has per-structure features), and
+    ``forward(batch: matsciml.batch.Batch) -> matsciml.interfaces.BackboneOutput``.
+    The pipeline checks this on one batch of the run's data when a run is
+    built, and stops there naming the model when it does not hold.
     """
 
 
@@ -99,6 +108,9 @@ def matsciml_tasks() -> Iterable[TaskSpec]:
 
     Called once per process, the first time the registry is used. Each
     :class:`~matsciml.specs.TaskSpec` factory takes a backbone (and the
-    task's hyper-parameters) and returns a ``LightningModule`` that owns heads,
-    losses, target normalisation and metrics.
+    task's hyper-parameters, and the keywords ``optimizer`` and ``scheduler``)
+    and returns a ``LightningModule`` that owns heads, losses, target
+    normalisation and metrics. The spec says which sample keys the task needs
+    (``required_targets``, and ``targets_param`` for targets the user
+    chooses).
     """

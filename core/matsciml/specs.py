@@ -399,27 +399,45 @@ class RepresentationSpec(ComponentSpec):
 
 @dataclass(frozen=True)
 class ModelSpec(ComponentSpec):
-    """A backbone: its factory returns a ``torch.nn.Module``.
+    """A backbone: its factory returns a ``torch.nn.Module`` (see :class:`matsciml.interfaces.Backbone`).
 
     Attributes:
         representation: name of the representation whose batches it consumes.
         representation_distribution: the pip distribution that provides that
             representation, named in the error when it is not installed.
+        tied_params: hyper-parameters that must equal a hyper-parameter of the
+            representation, as ``{model parameter: representation parameter}``,
+            e.g. ``{"cutoff_radius": "cutoff_radius"}``: a smooth envelope
+            that ends where the neighbour graph ends. The pipeline keeps each
+            pair equal: setting either one sets both, and setting both to
+            different values is an error naming the two keys.
     """
 
     kind: ClassVar[str] = "model"
     representation: str = ""
     representation_distribution: str | None = None
+    tied_params: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.representation:
             raise ValueError(f"model {self.name!r} must name the representation it consumes")
+        tied = _frozen_mapping(self.tied_params)
+        object.__setattr__(self, "tied_params", tied)
+        for model_param, representation_param in tied.items():
+            if not isinstance(representation_param, str) or not representation_param:
+                raise ValueError(f"model {self.name!r}: tied_params[{model_param!r}] must name a hyper-parameter "
+                                 f"of representation {self.representation!r}, got {representation_param!r}")
+        undeclared = sorted(set(tied) - set(self.defaults)) if self.defaults else []
+        if undeclared:
+            raise ValueError(f"model {self.name!r}: tied_params names {', '.join(undeclared)}, which are not in "
+                             f"its defaults ({', '.join(self.defaults)}); declare a default for each")
 
     def _requirements(self) -> dict[str, Any]:
         return {
             "representation": self.representation,
             "representation_distribution": self.representation_distribution,
+            "tied_params": dict(self.tied_params),
         }
 
 
@@ -428,17 +446,53 @@ class TaskSpec(ComponentSpec):
     """A task: its factory returns a LightningModule that wraps a backbone.
 
     Attributes:
-        required_targets: sample keys every training sample must carry
-            (e.g. ``("energy", "forces")`` for S2EF). Tasks whose targets are
-            chosen by the user (property regression) leave this empty and
-            check their configured targets themselves.
+        required_targets: sample keys every sample must carry whatever the
+            hyper-parameters (e.g. ``("energy", "forces")`` for S2EF).
+        targets_param: the hyper-parameter that names further targets chosen
+            by the user (property regression: ``"targets"``); every sample
+            must carry those too. None when the task has none.
+        complete_params: a callable taking the task's hyper-parameters
+            (defaults merged with the user's values) and returning them with
+            the values that follow from others filled in, e.g. one readout
+            per regression target. It runs when a config is resolved, so
+            ``--print-config`` shows what the task will do; it must be cheap
+            (no torch), and raises :class:`~matsciml.errors.MatscimlError`
+            naming the key for values that do not fit together.
     """
 
     kind: ClassVar[str] = "task"
     required_targets: tuple[str, ...] = ()
+    targets_param: str | None = None
+    complete_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.targets_param is not None and self.defaults and self.targets_param not in self.defaults:
+            raise ValueError(f"task {self.name!r}: targets_param {self.targets_param!r} is not one of its "
+                             f"hyper-parameters ({', '.join(self.defaults)}); declare a default for it")
+        if self.complete_params is not None and not callable(self.complete_params):
+            raise ValueError(f"task {self.name!r}: complete_params must be callable, got {self.complete_params!r}")
+
+    def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with ``overrides`` (checked), completed by :attr:`complete_params`."""
+        params = super().resolve_params(overrides)
+        if self.complete_params is not None:
+            params = dict(self.complete_params(params))
+        return params
+
+    def targets_for(self, params: Mapping[str, Any]) -> list[str]:
+        """Sample keys every sample must carry for a task with hyper-parameters ``params``."""
+        targets = list(self.required_targets)
+        if self.targets_param is not None:
+            chosen = params.get(self.targets_param)
+            if isinstance(chosen, str):
+                targets.append(chosen)
+            elif chosen:
+                targets += [str(target) for target in chosen]
+        return list(dict.fromkeys(targets))
 
     def _requirements(self) -> dict[str, Any]:
-        return {"required_targets": list(self.required_targets)}
+        return {"required_targets": list(self.required_targets), "targets_param": self.targets_param}
 
 
 SPEC_CLASSES: dict[str, type[ComponentSpec]] = {

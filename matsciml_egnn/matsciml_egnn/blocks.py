@@ -30,16 +30,10 @@ import dgl.function as fn
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU}
-"""Activation names accepted by the layers (the paper uses SiLU)."""
+# ACTIVATIONS is re-exported: the names ``activation`` accepts, one table for every model
+from matsciml.nn.activations import ACTIVATIONS, make_activation
 
-
-def make_activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (``"silu"`` or ``"relu"``)."""
-    try:
-        return ACTIVATIONS[name.lower()]()
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+__all__ = ["ACTIVATIONS", "EGNNLayer"]
 
 
 class EGNNLayer(nn.Module):
@@ -47,12 +41,14 @@ class EGNNLayer(nn.Module):
 
     Args:
         hidden_dim: width H of node features and messages.
-        activation: ``"silu"`` (paper) or ``"relu"``.
+        activation: a name of :data:`matsciml.nn.ACTIVATIONS` (the paper uses ``"silu"``).
         attention: multiply each message by the learned gate
             e_ij = sigmoid(Linear(m_ij)) (the paper's QM9 setting).
         residual: h_i' = h_i + phi_h(h_i, m_i) rather than phi_h(h_i, m_i).
         layer_norm: apply LayerNorm to the updated node features (the paper
             uses none).
+        num_radial: width K of the distance feature: 0 for the paper's one
+            scaled squared distance, else the number of radial basis functions.
     """
 
     def __init__(self, hidden_dim: int, activation: str = "silu", attention: bool = True,

@@ -23,7 +23,7 @@ DEFAULTS: dict[str, object] = {
 PARAM_HELP: dict[str, str] = {
     "hidden_dim": "width of atom embeddings, messages and hidden layers (= output embedding width)",
     "num_layers": "number of E_GCL message-passing layers",
-    "activation": "activation function: silu (paper) or relu",
+    "activation": "activation function: silu (paper), relu, gelu, tanh or softplus2",
     "attention": "gate each message with sigmoid(Linear(m_ij)) (the paper's soft edge inference)",
     "residual": "residual node update h' = h + phi_h(h, m)",
     "layer_norm": "LayerNorm on node features after each layer (paper: off)",
@@ -39,8 +39,9 @@ PARAM_RANGES: dict[str, str] = {
 }
 """Checked before the model is built, so a bad value is one line naming it."""
 
-PARAM_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("silu", "relu")}
-"""The activations :mod:`matsciml_egnn.blocks` knows."""
+PARAM_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("silu", "relu", "gelu", "tanh", "softplus2")}
+"""The names of :data:`matsciml.nn.ACTIVATIONS`, written out because this module
+must not import torch (a test keeps them equal)."""
 
 
 @hookimpl
@@ -57,5 +58,6 @@ def matsciml_models() -> list[ModelSpec]:
             param_choices=dict(PARAM_CHOICES),
             representation="dgl-graph",
             representation_distribution="matsciml-dgl",
+            tied_params={"cutoff_radius": "cutoff_radius"},  # the envelope ends where the graph does
         )
     ]

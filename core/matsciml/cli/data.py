@@ -17,8 +17,12 @@ def add_commands(commands: Any) -> None:
     convert = actions.add_parser(
         "convert", help="convert structure files (any format ASE reads) into a matsciml dataset",
         description="Read structures with ASE frame by frame, validate each one, and write a matsciml LMDB "
-                    "dataset. Energy, forces and stress come from the calculator results; other info/arrays "
-                    "entries become properties. A frame that cannot be parsed or breaks the schema is "
+                    "dataset. Every calculator result (energy, forces, stress, charges, magmoms, dipole...) "
+                    "and every other info/arrays entry becomes a property. The metadata records each key's "
+                    "role (target or model input) and arity (one value per atom or per structure): from "
+                    "matsciml's field registry for known keys (charges: per-atom target; total_charge: "
+                    "per-structure input), from --field, or else target, per atom when it has one row per "
+                    "atom in every structure. A frame that cannot be parsed or breaks the schema is "
                     "reported with its file and index and left out; the other frames are kept.")
     convert.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files (extxyz, VASP, CIF, ASE db, ...)")
     convert.add_argument("-o", "--output", required=True,
@@ -27,6 +31,11 @@ def add_commands(commands: Any) -> None:
     convert.add_argument("--description", default="", help="free text recorded in the metadata")
     convert.add_argument("--unit", action="append", default=[], metavar="KEY=UNIT",
                          help="unit of a property the schema does not know (repeatable), e.g. --unit band_gap=eV")
+    convert.add_argument("--field", action="append", default=[], metavar="KEY=WORD[,WORD]",
+                         help="declare a key the field registry does not know (repeatable): its role, target "
+                              "(the default) or input (given to the model, never learnt), and/or its arity, "
+                              "atom or structure (instead of reading it from the shapes), e.g. "
+                              "--field solvent_charge=input --field hirshfeld=target,atom")
     convert.add_argument("--index", default=":",
                          help="ASE index of the frames to read from each file, e.g. '10:20' or '::2' (default ':', all); "
                               "reports give each frame's index in its file")
@@ -59,13 +68,32 @@ def _parse_units(pairs: list[str]) -> dict[str, str]:
     return units
 
 
+def _parse_fields(options: list[str]) -> dict[str, dict[str, str]]:
+    """``--field KEY=WORD[,WORD]`` options as declarations; repeated keys combine (a contradiction fails)."""
+    from matsciml.fields import check_declaration, parse_field_option
+
+    declarations: dict[str, dict[str, str]] = {}
+    for option in options:
+        key, declaration = parse_field_option(option)
+        combined = declarations.setdefault(key, {})
+        for aspect, value in declaration.items():
+            if combined.get(aspect, value) != value:
+                raise MatscimlError(f"--field {option!r}: {key} was declared {combined[aspect]} by an earlier "
+                                    f"--field; give one {aspect}")
+            combined[aspect] = value
+    for key, declaration in declarations.items():
+        check_declaration(key, declaration)
+    return declarations
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from matsciml.data.ase_import import convert
 
     units = _parse_units(args.unit)
+    fields = _parse_fields(args.field)
     report = convert(args.inputs, args.output, name=args.name, description=args.description, units=units,
                      index=args.index, file_format=args.file_format, overwrite=args.overwrite,
-                     strict=args.strict, progress=not args.quiet and not args.json)
+                     strict=args.strict, progress=not args.quiet and not args.json, fields=fields)
     if args.json:
         print_json({"output": str(report.output), "written": report.written,
                     "num_rejected": report.num_rejected, "rejected": report.rejected})
@@ -125,11 +153,15 @@ def _print_summary(summary: dict[str, Any], invalid: list[Any] | None) -> None:
     rows = []
     for p in summary["properties"]:
         stats = [f"{p[k]:.4g}" for k in ("mean", "std", "min", "max")] if "mean" in p else ["", "", "", ""]
-        rows.append([p["key"], p["shape"], p["dtype"], p["unit"] if p["unit"] is not None else "?",
+        arity = p["arity"] + ("*" if p["arity_from"] == "shapes" else "")
+        rows.append([p["key"], p["role"], arity, p["shape"], p["dtype"], p["unit"] if p["unit"] is not None else "?",
                      p["present_in"], *stats])
-    print_table(["KEY", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"], rows, indent=2)
+    print_table(["KEY", "ROLE", "PER", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"], rows, indent=2)
     if any(p["unit"] is None for p in summary["properties"]):
         print("  (? = unit unknown; give it at conversion with --unit KEY=UNIT)")
+    if any(p["arity_from"] == "shapes" for p in summary["properties"]):
+        print("  (* = per atom or per structure read from the shapes at conversion; declare it with "
+              "--field KEY=atom or --field KEY=structure)")
     if summary["num_rejected"]:
         print(f"rejected at conversion: {summary['num_rejected']}")
         for rejected in summary["rejected"][:5]:

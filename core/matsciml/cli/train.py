@@ -12,13 +12,14 @@ def add_commands(commands: Any) -> None:
         "train", help="train a model on a dataset and task (YAML config plus key=value overrides)",
         description="Train through PyTorch Lightning. The config has sections model, dataset, task, "
                     "representation, data, optimizer, scheduler, trainer, early_stopping, run; any key can "
-                    "be overridden as section.key=value (values are YAML). The representation is the one the "
-                    "model needs. The run directory keeps the resolved config, split, checkpoints and metrics.")
+                    "be overridden as section.key=value (values are YAML). A model must be chosen (--model NAME; "
+                    "`matsciml models` lists them); the representation is the one the model needs. The run "
+                    "directory keeps the resolved config, split, checkpoints and metrics.")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="overrides such as trainer.max_epochs=5 model.hidden_dim=32")
     train.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                        help="YAML config file (repeatable; later files override earlier ones)")
-    train.add_argument("--model", help="shortcut for model.name=NAME")
+    train.add_argument("--model", help="shortcut for model.name=NAME (required unless the config names one)")
     train.add_argument("--dataset", help="shortcut for dataset.name=NAME_OR_PATH")
     train.add_argument("--task", help="shortcut for task.name=NAME")
     train.add_argument("--print-config", action="store_true",
@@ -60,17 +61,19 @@ def _gather_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from matsciml.registry import get_registry
     from matsciml.training.config import dump_config
     from matsciml.training.run import resolve_config, train
 
-    config = resolve_config(_gather_config(args))
+    registry = get_registry()
+    config = resolve_config(_gather_config(args), registry)
     if args.print_config:
         if args.json:  # JSON is YAML too: `--config` reads this back
             print_json(config)
         else:
             print(dump_config(config), end="")
         return 0
-    result = train(config)
+    result = train(config, registry)
     rows = _comparison_rows(result.metrics, result.baseline)
     skipped = result.skipped_invalid
     if args.json:
@@ -102,9 +105,10 @@ def _comparison_rows(metrics: dict[str, float], baseline: dict[str, float]) -> l
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from matsciml.registry import get_registry
     from matsciml.training.run import evaluate_task, load_checkpoint
 
-    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset)
+    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset, registry=get_registry())
     datamodule = loaded.run.datamodule
     if args.batch_size is not None:
         datamodule.batch_size = args.batch_size

@@ -4,9 +4,16 @@ Why ASE: it is the field's common reader of atomic-structure files, so one
 converter covers every format a user brings. It is an optional extra of the
 core (``pip install matsciml[ase]``): training never needs it.
 
-Energy, forces and stress come from the calculator results attached to each
-structure; every other entry of ``atoms.info`` and ``atoms.arrays`` that is a
-number, boolean, numeric array or string becomes a property of the sample.
+Every numeric calculator result attached to a structure becomes a property
+of the sample under ASE's name for it: energy, forces, stress (Voigt
+notation turned into a 3 x 3 matrix), free energy, and also partial charges,
+magnetic moments, dipoles... ASE moves per-atom ``charges`` and ``magmoms``
+columns of an extended XYZ file into the calculator results, so keeping only
+some results would drop them without a word. Every other entry of
+``atoms.info`` and ``atoms.arrays`` that is a number, boolean, numeric array
+or string becomes a property too. What each key is (role, per atom or per
+structure, unit) comes from :mod:`matsciml.fields`, recorded in the
+dataset's metadata at conversion.
 
 Input is read frame by frame (:func:`iter_frames`), so one frame that ASE
 cannot parse costs that frame only: it is reported with its file and index,
@@ -29,10 +36,10 @@ import numpy as np
 from matsciml.data.schema import Sample, validate_sample
 from matsciml.data.storage import DatasetWriter
 from matsciml.errors import InvalidSampleError, MatscimlError
+from matsciml.fields import check_declaration
 
 # atoms.arrays entries that are structure, not properties
 _STRUCTURAL_ARRAYS = {"numbers", "positions", "tags"}
-_CALCULATOR_KEYS = ("energy", "forces", "stress", "free_energy")
 
 
 def _import_ase() -> Any:
@@ -49,7 +56,13 @@ def _import_ase() -> Any:
 
 
 def atoms_to_sample(atoms: Any) -> Sample:
-    """One ``ase.Atoms`` as a sample (not yet validated)."""
+    """One ``ase.Atoms`` as a sample (not yet validated).
+
+    Structure from the atoms (numbers, positions, cell, pbc, tags, FixAtoms
+    constraints), then every numeric calculator result, then the numeric and
+    text entries of ``atoms.arrays`` and ``atoms.info`` whose names are not
+    taken yet.
+    """
     from ase.constraints import FixAtoms
 
     sample: Sample = {
@@ -70,12 +83,13 @@ def atoms_to_sample(atoms: Any) -> Sample:
         sample["fixed"] = fixed
 
     results = getattr(atoms.calc, "results", None) or {}
-    for key in _CALCULATOR_KEYS:
-        if key in results and results[key] is not None:
-            value = np.asarray(results[key], dtype=np.float64)
-            if key == "stress" and value.shape == (6,):
-                value = _voigt_to_matrix(value)
-            sample[key] = value
+    for key, value in results.items():
+        converted = _property_value(value)
+        if converted is None or isinstance(converted, str) or key in sample:
+            continue
+        if key == "stress" and converted.shape == (6,):
+            converted = _voigt_to_matrix(converted)
+        sample[key] = converted
 
     for key, value in atoms.arrays.items():
         if key not in _STRUCTURAL_ARRAYS and key not in sample:
@@ -600,7 +614,8 @@ def _refuse_writing_over_inputs(inputs: Sequence[str | os.PathLike[str]], output
 def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *,
             name: str | None = None, description: str = "", units: Mapping[str, str] | None = None,
             index: str = ":", file_format: str | None = None, overwrite: bool = False,
-            strict: bool = False, progress: bool = True) -> ConversionReport:
+            strict: bool = False, progress: bool = True,
+            fields: Mapping[str, Mapping[str, str]] | None = None) -> ConversionReport:
     """Convert structure files into one matsciml dataset file at ``output``.
 
     Frames are read one at a time (:func:`iter_frames`). A frame that cannot
@@ -619,10 +634,16 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         strict: fail on the first invalid or unreadable frame, writing nothing
             (an existing dataset at ``output`` is left as it was).
         progress: show a progress bar on stderr.
+        fields: role and/or arity of keys the field registry does not know
+            (``{"q": {"role": "input", "arity": "atom"}}``, the ``--field``
+            option); see :mod:`matsciml.fields`. Undeclared keys are targets,
+            per atom when they have one row per atom in every structure.
 
     Raises:
         MatscimlError: ``output`` is an input, an input cannot be read at all,
-            no frame is valid, or (``strict``) a frame is invalid or unreadable.
+            no frame is valid, (``strict``) a frame is invalid or unreadable,
+            a declaration contradicts a registered field, or a declared key is
+            in no structure.
     """
     from tqdm.auto import tqdm
 
@@ -641,10 +662,14 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         "command": " ".join(sys.argv) if sys.argv else "",
         "index": index,
     }
+    fields = dict(fields or {})
+    for key, declaration in fields.items():  # a contradiction fails before anything is read
+        check_declaration(key, declaration)
+    seen_keys: set[str] = set()
     report = ConversionReport(output=Path(output))
     # the bar is closed (its line ended) before an error leaves the block, so the error stays one line
     with DatasetWriter(output, name=name, description=description, units=units,
-                       provenance=provenance, overwrite=overwrite) as writer, \
+                       provenance=provenance, overwrite=overwrite, fields=fields) as writer, \
             tqdm(desc=f"converting to {Path(output).name}", unit=" structures", disable=not progress,
                  file=sys.stderr) as bar:
         for source in sources:
@@ -653,18 +678,26 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
                 try:
                     if frame.problem is not None:
                         raise InvalidSampleError(frame.problem)
-                    sample = validate_sample(atoms_to_sample(frame.atoms), index=frame.index, source=frame.source)
+                    sample = validate_sample(atoms_to_sample(frame.atoms), index=frame.index, source=frame.source,
+                                             declared=writer.declared_fields)
                 except InvalidSampleError as exc:
                     if strict:
                         raise MatscimlError(f"{exc} (--strict: no dataset written)") from exc
                     writer.reject(index=frame.index, source=frame.source, reason=str(exc))
                     continue
                 writer.append(sample, validate=False)
+                seen_keys.update(sample)
         if writer.count == 0:
             raise MatscimlError(
                 f"none of the {writer.num_rejected} structures in {', '.join(map(str, inputs))} is valid; "
                 f"first reason: {writer.rejected[0]['reason'] if writer.rejected else 'no structures found'}"
             )
+        absent = sorted(set(fields) - seen_keys)
+        if absent:
+            raise MatscimlError(
+                f"--field {absent[0]}: no structure written from {', '.join(map(str, inputs))} has a key "
+                f"{absent[0]!r} (they have {', '.join(sorted(seen_keys))}); correct the name or drop the "
+                f"declaration (nothing written)")
     report.written = writer.count
     report.rejected = writer.rejected
     report.num_rejected = writer.num_rejected

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch.utils.data
 
-from matsciml.data.schema import STRUCTURE_KEYS, Sample
+from matsciml.data.schema import Sample
 from matsciml.data.storage import DatasetFile, keys_in_every_sample, merge_metadata
+from matsciml.fields import dataset_fields, declare_dataset_fields
 
 
 
@@ -58,6 +59,16 @@ class LMDBDataset(torch.utils.data.Dataset):
             self._ends.append(total)
         self.keys = None if keys is None else sorted({*keys, "atomic_numbers", "pos", "cell", "pbc"})
         self.metadata: dict[str, Any] = merge_metadata([file.metadata for file in self.files])
+        self._declare_fields()
+
+    def _declare_fields(self) -> None:
+        """Tell this process the role and arity conversion recorded for the dataset's custom keys."""
+        declare_dataset_fields(self.metadata, source=", ".join(str(f.path) for f in self.files))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a DataLoader worker started with spawn gets a fresh process: declare the fields there too
+        self.__dict__.update(state)
+        self._declare_fields()
 
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
@@ -85,8 +96,10 @@ class LMDBDataset(torch.utils.data.Dataset):
 
     @property
     def targets(self) -> list[str]:
-        """Label keys present in every sample (energy, forces, properties...)."""
-        return sorted(keys_in_every_sample(self.metadata) - STRUCTURE_KEYS)
+        """Keys whose role is target and that every sample carries (energy, forces, properties...)."""
+        fields = dataset_fields(self.metadata)
+        return sorted(key for key in keys_in_every_sample(self.metadata)
+                      if key in fields and fields[key].role == "target" and self.metadata["keys"][key]["dtype"] != "str")
 
     def close(self) -> None:
         for file in self.files:

@@ -1,10 +1,12 @@
-"""Summaries of a dataset for people: counts, elements, properties, ranges."""
+"""Summaries of a dataset for people: counts, elements, properties (role, arity, unit), ranges."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from matsciml.data.schema import ELEMENT_SYMBOLS, validate_sample
+from matsciml.errors import MatscimlError
+from matsciml.fields import REGISTERED_FIELDS, field_spec
 
 
 def element_symbol(atomic_number: int) -> str:
@@ -18,9 +20,13 @@ def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
     properties = []
     for key, info in sorted(metadata["keys"].items()):
         stats = metadata["statistics"].get(key)
-        shape = info["shape"]
+        shape = info.get("shape")
+        role, arity, arity_from = _role_and_arity(key, metadata)
         properties.append({
             "key": key,
+            "role": role,
+            "arity": arity,
+            "arity_from": arity_from,
             "dtype": info["dtype"],
             "shape": "text" if info["dtype"] == "str" else "scalar" if shape == [] else ("varies" if shape == "varies" else "[" + ",".join(map(str, shape)) + "]"),
             "unit": "-" if info["dtype"] in ("str", "bool") else info.get("unit"),
@@ -42,6 +48,24 @@ def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
         "num_rejected": metadata.get("num_rejected", 0),
         "rejected": metadata.get("rejected", [])[:20],
     }
+
+
+def _role_and_arity(key: str, metadata: dict[str, Any]) -> tuple[str, str, str]:
+    """(role, arity, where the arity comes from) of a dataset's key, as :mod:`matsciml.fields` resolves it.
+
+    Metadata written before roles and arities were recorded gives ``"?"``
+    for keys the registry does not know and that carry no per-atom flag;
+    ``matsciml data convert`` records both for every key.
+    """
+    try:
+        spec = field_spec(key, metadata)
+    except MatscimlError:
+        return "?", "?", "unknown"
+    info = metadata["keys"].get(key, {})
+    if info.get("arity_from"):
+        return spec.role, spec.arity, info["arity_from"]
+    return spec.role, spec.arity, ("registry" if key in REGISTERED_FIELDS else
+                                   "text" if info.get("dtype") == "str" else "shapes")
 
 
 class InvalidSample(NamedTuple):

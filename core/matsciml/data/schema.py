@@ -7,16 +7,21 @@ so a user can find the bad structure in their input. It runs at conversion
 and on every sample read, so a structure that would train into NaN (two
 atoms at one position, a periodic direction without a lattice vector) never
 reaches a model.
+
+What each key is (role, per atom or per structure, shape, dtype, unit) is
+declared once, in :mod:`matsciml.fields`; this module checks samples
+against those declarations and never decides from an array's shape what a
+key is.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from matsciml.errors import InvalidSampleError
+from matsciml.fields import REGISTERED_FIELDS, FieldSpec, registered_names
 
 SCHEMA_VERSION = 1
 """Version of the sample schema and the on-disk format built on it."""
@@ -34,64 +39,25 @@ radial bases and repulsive terms are far outside anything a model was fitted
 on, and at zero distance edge directions and forces are undefined (NaN).
 """
 REQUIRED_KEYS: tuple[str, ...] = ("atomic_numbers", "pos", "pbc")
-STRUCTURE_KEYS = frozenset({"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"})
-"""Keys that describe the structure; every other numeric key is a label (target)."""
+
+KNOWN_KEYS: Mapping[str, FieldSpec] = REGISTERED_FIELDS
+"""Every registered field by name (:data:`matsciml.fields.REGISTERED_FIELDS`, kept under its old name)."""
+
+STRUCTURE_KEYS = registered_names(role="structure")
+"""Keys that describe the structure (role ``"structure"`` in :mod:`matsciml.fields`)."""
 
 Sample = dict[str, Any]
 """One structure: key -> numpy array (or str for text properties)."""
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """Shape and meaning of a key the schema knows.
-
-    ``shape`` uses ``"N"`` for the number of atoms; ``()`` is a scalar.
-    """
-
-    shape: tuple[Any, ...]
-    dtype: str  # "int64", "float64" or "bool"
-    unit: str
-    meaning: str
-
-
-KNOWN_KEYS: dict[str, KeySpec] = {
-    "atomic_numbers": KeySpec(("N",), "int64", "", "element of each atom"),
-    "pos": KeySpec(("N", 3), "float64", "Å", "Cartesian positions"),
-    "cell": KeySpec((3, 3), "float64", "Å", "lattice vectors as rows"),
-    "pbc": KeySpec((3,), "bool", "", "periodic directions"),
-    "tags": KeySpec(("N",), "int64", "", "OC20 tags: 0 fixed subsurface, 1 surface, 2 adsorbate"),
-    "fixed": KeySpec(("N",), "bool", "", "atoms held fixed in the source calculation"),
-    "energy": KeySpec((), "float64", "eV", "total energy of the structure"),
-    "forces": KeySpec(("N", 3), "float64", "eV/Å", "force on each atom"),
-    "stress": KeySpec((3, 3), "float64", "eV/Å³", "stress tensor"),
-    "relaxed_energy": KeySpec((), "float64", "eV", "energy after relaxation (IS2RE target)"),
-}
-
-# Units of property names that are common in the field's data files, so an
-# import of e.g. Materials Project data is labelled without extra flags.
-WELL_KNOWN_UNITS: dict[str, str] = {
-    "free_energy": "eV",
-    "energy_per_atom": "eV/atom",
-    "uncorrected_energy_per_atom": "eV/atom",
-    "formation_energy_per_atom": "eV/atom",
-    "band_gap": "eV",
-    "efermi": "eV",
-    "magmoms": "μB",
-    "magmom": "μB",
-    "charges": "e",
-    "dipole": "e·Å",
-}
 
 _OC20_TAGS = (0, 1, 2)
 
 
 def unit_of(key: str, extra_units: Mapping[str, str] | None = None) -> str | None:
-    """The unit of ``key``: user-given, schema, well-known, or None if unknown."""
+    """The unit of ``key``: user-given, else the registered field's, else None (unknown)."""
     if extra_units and key in extra_units:
         return extra_units[key]
-    if key in KNOWN_KEYS:
-        return KNOWN_KEYS[key].unit
-    return WELL_KNOWN_UNITS.get(key)
+    spec = REGISTERED_FIELDS.get(key)
+    return spec.unit if spec is not None else None
 
 
 def describe_sample(index: int | None, source: str | None) -> str:
@@ -106,9 +72,14 @@ def validate_sample(
     source: str | None = None,
     required: Iterable[str] = (),
     min_distance: float | None = MIN_INTERATOMIC_DISTANCE,
+    declared: Mapping[str, FieldSpec] | None = None,
 ) -> Sample:
     """Check a structure against the schema and return it with canonical dtypes.
 
+    Every key with a declaration (:mod:`matsciml.fields`: a registered
+    field, or one of ``declared``) must have its declared shape (per-atom
+    keys one row per atom) and dtype kind, and is returned in its canonical
+    dtype (float64, int64, bool); other keys must be numeric arrays or text.
     Beyond keys, shapes, dtypes, elements and finiteness, the geometry must
     make sense: every periodic direction has a lattice vector at least
     ``min_distance`` long (and the periodic vectors are independent), and no
@@ -125,6 +96,9 @@ def validate_sample(
         min_distance: Å, the closest two atoms may be
             (:data:`MIN_INTERATOMIC_DISTANCE` by default); None skips the
             distance check (a zero-length periodic cell vector is still refused).
+        declared: declarations of keys the registry does not know (a
+            dataset's custom keys, or those declared at conversion with
+            ``--field``), checked like registered ones.
 
     Raises:
         InvalidSampleError: naming the sample and what is wrong with it.
@@ -164,24 +138,8 @@ def validate_sample(
     if num_atoms == 0:
         raise fail("the structure is empty (0 atoms)")
 
-    for key, spec in KNOWN_KEYS.items():
-        if key not in out:
-            continue
-        array = out[key]
-        expected = tuple(num_atoms if dim == "N" else dim for dim in spec.shape)
-        if array.shape != expected:
-            readable = "[" + ", ".join(str(d) for d in spec.shape) + "]"
-            extra = f" but the structure has {num_atoms} atoms" if "N" in spec.shape else ""
-            raise fail(f"{key} has shape {tuple(array.shape)}; expected {readable}{extra}")
-        if spec.dtype == "int64":
-            if array.dtype.kind == "f":
-                if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-                    raise fail(f"{key} must hold integers, got non-integer values")
-            elif array.dtype.kind not in "iub":
-                raise fail(f"{key} must hold integers, got dtype {array.dtype}")
-        elif spec.dtype == "bool" and array.dtype.kind not in "biu":
-            raise fail(f"{key} must hold booleans, got dtype {array.dtype}")
-        out[key] = array.astype(spec.dtype)
+    for key, spec in _fields_present(out, declared):
+        out[key] = _conform(key, out[key], spec, num_atoms, fail)
 
     numbers = out["atomic_numbers"]
     unknown = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
@@ -210,6 +168,45 @@ def validate_sample(
     if min_distance is not None:
         _check_distances(out, float(min_distance), fail)
     return out
+
+
+def _fields_present(sample: Mapping[str, Any],
+                    declared: Mapping[str, FieldSpec] | None) -> list[tuple[str, FieldSpec]]:
+    """Keys of ``sample`` with a declaration: registered ones in registry order, then ``declared`` ones."""
+    present = [(key, spec) for key, spec in REGISTERED_FIELDS.items() if key in sample]
+    if declared:
+        present += [(key, spec) for key, spec in declared.items()
+                    if key in sample and key not in REGISTERED_FIELDS]
+    return present
+
+
+def _conform(key: str, value: Any, spec: FieldSpec, num_atoms: int,
+             fail: Callable[[str], InvalidSampleError]) -> np.ndarray:
+    """``value`` checked against its declaration (shape, dtype kind) and cast to the canonical dtype."""
+    if isinstance(value, str):
+        raise fail(f"{key} is text ({value[:20]!r}), but it is a {spec.describe()}; store it as numbers")
+    shape = value.shape
+    if spec.per_atom:
+        fits = len(shape) >= 1 and shape[0] == num_atoms and (spec.shape is None or shape[1:] == spec.shape)
+    else:
+        fits = spec.shape is None or shape == spec.shape
+    if not fits:
+        extra = f" but the structure has {num_atoms} atoms" if spec.per_atom else ""
+        raise fail(f"{key} has shape {tuple(shape)}; expected {spec.shape_text()}{extra}")
+    if spec.dtype == "int":
+        if value.dtype.kind == "f":
+            if not np.all(np.isfinite(value)) or np.any(value != np.round(value)):
+                raise fail(f"{key} must hold integers, got non-integer values")
+        elif value.dtype.kind not in "iub":
+            raise fail(f"{key} must hold integers, got dtype {value.dtype}")
+        return value.astype(np.int64)
+    if spec.dtype == "bool":
+        if value.dtype.kind not in "biu":
+            raise fail(f"{key} must hold booleans, got dtype {value.dtype}")
+        return value.astype(bool)
+    if spec.dtype == "float":
+        return value.astype(np.float64)
+    return value
 
 
 def _check_periodic_cell(cell: np.ndarray, pbc: np.ndarray, min_length: float,
@@ -267,13 +264,6 @@ def require_keys(sample: Mapping[str, Any], keys: Iterable[str], *, index: int |
             f"{describe_sample(index, source)}: {purpose} needs {', '.join(missing)}, "
             f"which the sample does not have (it has {', '.join(sorted(sample))})"
         )
-
-
-def is_per_atom(key: str, value: Any, natoms: int) -> bool:
-    """True for arrays with one row per atom (used for statistics and inspection)."""
-    if key in KNOWN_KEYS:
-        return "N" in KNOWN_KEYS[key].shape
-    return isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == natoms and key not in ("cell", "pbc")
 
 
 ELEMENT_SYMBOLS: tuple[str, ...] = tuple(

@@ -51,8 +51,9 @@ import lmdb
 import numpy as np
 
 from matsciml import __version__
-from matsciml.data.schema import KNOWN_KEYS, SCHEMA_VERSION, Sample, is_per_atom, unit_of, validate_sample
+from matsciml.data.schema import KNOWN_KEYS, SCHEMA_VERSION, Sample, unit_of, validate_sample
 from matsciml.errors import DatasetFormatError, DatasetWriteError
+from matsciml.fields import REGISTERED_FIELDS, FieldConflictError, FieldSpec, check_declaration
 
 FORMAT_NAME = "matsciml-lmdb"
 METADATA_KEY = b"__metadata__"
@@ -355,16 +356,38 @@ def merge_statistics(parts: list[dict[str, float]]) -> dict[str, float]:
 
 
 class _MetadataBuilder:
-    """Collects what the metadata record says about the samples written."""
+    """Collects what the metadata record says about the samples written.
 
-    def __init__(self, units: Mapping[str, str] | None) -> None:
+    Every key gets a record in ``keys``: dtype, shape (``"N"`` for the atom
+    dimension), unit, count, and its role and arity (``"role"``,
+    ``"arity"``), so that readers never decide from shapes what a key is.
+    Role and arity come from the field registry (:mod:`matsciml.fields`),
+    else from ``fields`` (declared at conversion); a key declared nowhere is
+    a target, per atom when its first dimension equals the number of atoms
+    in every structure that has it, else per structure. ``"arity_from"``
+    says which (``"registry"``, ``"declared"``, ``"shapes"``, ``"text"``);
+    ``"per_atom"`` repeats the arity for readers of the older metadata.
+    """
+
+    def __init__(self, units: Mapping[str, str] | None,
+                 fields: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.units = dict(units or {})
+        self.fields = {name: check_declaration(name, declaration) for name, declaration in (fields or {}).items()}
+        # keys declared with an arity, checked by validate_sample like registered ones (N rows per atom)
+        self.declared = {name: FieldSpec(name, declaration.get("role", "target"), declaration["arity"], None, None,
+                                         self.units.get(name))
+                         for name, declaration in self.fields.items()
+                         if "arity" in declaration and name not in REGISTERED_FIELDS}
         self.count = 0
         self.keys: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, _RunningStats] = {}
         self.element_counts: dict[int, int] = {}
         self.atoms = _RunningStats()
         self.total_atoms = 0
+        # per key: one row per atom in every structure so far; shape seen as [N, ...] and as is
+        self._rows_per_atom: dict[str, bool] = {}
+        self._atom_shape: dict[str, Any] = {}
+        self._shape: dict[str, Any] = {}
 
     def add(self, sample: Sample) -> None:
         natoms = int(sample["atomic_numbers"].shape[0])
@@ -376,25 +399,44 @@ class _MetadataBuilder:
             self.element_counts[z] = self.element_counts.get(z, 0) + c
         for key, value in sample.items():
             if isinstance(value, str):
-                info = self.keys.setdefault(key, {"dtype": "str", "shape": [], "per_atom": False, "count": 0})
+                info = self.keys.setdefault(key, {"dtype": "str", "count": 0})
                 info["count"] += 1
+                self._rows_per_atom[key] = False
+                self._shape[key] = self._atom_shape[key] = []
                 continue
-            per_atom = is_per_atom(key, value, natoms)
-            shape = ["N", *value.shape[1:]] if per_atom else list(value.shape)
-            info = self.keys.setdefault(
-                key, {"dtype": value.dtype.name, "shape": shape, "per_atom": per_atom, "count": 0}
-            )
+            info = self.keys.setdefault(key, {"dtype": value.dtype.name, "count": 0})
             info["count"] += 1
-            if info["shape"] != shape and info["shape"] != "varies":
-                info["shape"] = "varies"
-            if info["per_atom"] != per_atom:
-                info["per_atom"] = False
+            rows = value.ndim >= 1 and value.shape[0] == natoms
+            self._rows_per_atom[key] = self._rows_per_atom.get(key, True) and rows
+            self._atom_shape[key] = _same_or_varies(self._atom_shape.get(key), ["N", *value.shape[1:]])
+            self._shape[key] = _same_or_varies(self._shape.get(key), list(value.shape))
             if value.dtype.kind in "iuf" and key not in ("atomic_numbers",):
                 self.stats.setdefault(key, _RunningStats()).add(value)
 
+    def _role_and_arity(self, key: str) -> tuple[str, str, str]:
+        """(role, arity, where the arity comes from) of a key written."""
+        spec = REGISTERED_FIELDS.get(key)
+        if spec is not None:
+            return spec.role, spec.arity, "registry"
+        declaration = self.fields.get(key, {})
+        role = declaration.get("role", "target")
+        if "arity" in declaration:
+            return role, declaration["arity"], "declared"
+        if self.keys[key]["dtype"] == "str":
+            return role, "structure", "text"
+        return role, "atom" if self._rows_per_atom[key] else "structure", "shapes"
+
     def build(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         for key, info in self.keys.items():
-            info["unit"] = unit_of(key, self.units)
+            role, arity, source = self._role_and_arity(key)
+            info.update({
+                "shape": self._atom_shape[key] if arity == "atom" else self._shape[key],
+                "role": role,
+                "arity": arity,
+                "arity_from": source,
+                "per_atom": arity == "atom",
+                "unit": unit_of(key, self.units),
+            })
         return {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -409,6 +451,11 @@ class _MetadataBuilder:
             "matsciml_version": __version__,
             **extra,
         }
+
+
+def _same_or_varies(seen: Any, shape: list[Any]) -> Any:
+    """The shape recorded for a key: the one seen so far, or ``"varies"`` once two differ."""
+    return shape if seen is None or seen == shape else "varies"
 
 
 # ---------------------------------------------------------------- writing
@@ -430,13 +477,16 @@ class DatasetWriter:
         path: the dataset file to create.
         name, description: shown by ``matsciml data inspect``.
         units: units of properties the schema does not know.
+        fields: role and/or arity of keys the field registry does not know,
+            e.g. ``{"total_charge_2": {"role": "input"}, "q": {"arity": "atom"}}``
+            (``matsciml data convert --field``); see :mod:`matsciml.fields`.
         provenance: where the data came from (files, command, generator).
         overwrite: replace an existing dataset at ``path``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str | None = None, description: str = "",
                  units: Mapping[str, str] | None = None, provenance: Mapping[str, Any] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, fields: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; choose another output path or pass overwrite=True (--overwrite)")
@@ -447,7 +497,7 @@ class DatasetWriter:
         self.provenance = dict(provenance or {})
         self.rejected: list[dict[str, Any]] = []
         self.num_rejected = 0
-        self._metadata = _MetadataBuilder(units)
+        self._metadata = _MetadataBuilder(units, fields)
         self._temporary = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self._created_folders: list[Path] = []
         self._env: lmdb.Environment | None = None
@@ -457,6 +507,11 @@ class DatasetWriter:
     @property
     def count(self) -> int:
         return self._metadata.count
+
+    @property
+    def declared_fields(self) -> dict[str, FieldSpec]:
+        """The keys declared with an arity in ``fields`` (not registered ones), as ``validate_sample`` takes them."""
+        return self._metadata.declared
 
     def __enter__(self) -> "DatasetWriter":
         try:
@@ -488,10 +543,13 @@ class DatasetWriter:
         if self._txn is None:
             raise RuntimeError("DatasetWriter.append called outside its `with` block, or after a write failed")
         if validate:
-            sample = validate_sample(sample, index=index, source=source)
+            sample = validate_sample(sample, index=index, source=source, declared=self._metadata.declared)
         record = encode_sample(sample)
         try:  # pages reach the disk in put (when LMDB spills) and commit: full disk, file-size limit
-            self._txn.put(sample_key(self._metadata.count), record)
+            # append=True: keys come in increasing order (the metadata key sorts after every sample key),
+            # so LMDB fills pages left to right and never splits one, which would leave stale copies of
+            # records in the unused part of the old page: a leak, and a file that depends on record sizes
+            self._txn.put(sample_key(self._metadata.count), record, append=True)
             self._metadata.add(sample)
             self._pending += 1
             if self._pending >= _COMMIT_EVERY:
@@ -524,7 +582,7 @@ class DatasetWriter:
                 "rejected": self.rejected,
                 "num_rejected": self.num_rejected,
             })
-            self._txn.put(METADATA_KEY, encode_metadata(metadata))
+            self._txn.put(METADATA_KEY, encode_metadata(metadata), append=True)
             txn, self._txn = self._txn, None
             txn.commit()
             self._env.sync(True)
@@ -875,12 +933,25 @@ def merge_metadata(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merged = dict(parts[0])
     merged["count"] = sum(p["count"] for p in parts)
     keys: dict[str, dict[str, Any]] = {}
+    first_part: dict[str, Any] = {}
     for part in parts:
         for key, info in part["keys"].items():
-            if key in keys:
-                keys[key] = {**keys[key], "count": keys[key]["count"] + info["count"]}
-            else:
+            if key not in keys:
                 keys[key] = dict(info)
+                first_part[key] = part
+                continue
+            known = keys[key]
+            for aspect, plural in (("role", "roles"), ("arity", "arities")):
+                if aspect in info and aspect in known and info[aspect] != known[aspect]:
+                    raise FieldConflictError(
+                        f"datasets {first_part[key].get('name')!r} and {part.get('name')!r} record key {key!r} "
+                        f"with different {plural} ({known[aspect]} and {info[aspect]}), so they cannot be read "
+                        f"as one dataset; convert them again declaring it the same way (--field {key}=...)")
+                if aspect not in known and aspect in info:
+                    known[aspect] = info[aspect]
+            known["count"] += info["count"]
+            if known.get("shape") != info.get("shape"):
+                known["shape"] = "varies"
     merged["keys"] = keys
     stat_keys = {k for p in parts for k in p["statistics"]}
     merged["statistics"] = {k: merge_statistics([p["statistics"][k] for p in parts if k in p["statistics"]])

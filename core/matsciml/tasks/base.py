@@ -1,14 +1,20 @@
 """What every task shares: the backbone, the optimiser, statistics, metric logging.
 
-A task is a LightningModule that receives a backbone (any ``nn.Module``
-mapping a :class:`~matsciml.batch.Batch` to per-atom embeddings) and owns
-the heads, losses, target normalisation and metrics. Backbones know nothing
-of Lightning, and tasks know nothing of a backbone's internals.
+A task is a LightningModule that receives a backbone (an ``nn.Module`` from a
+:class:`~matsciml.batch.Batch` to a :class:`~matsciml.interfaces.BackboneOutput`)
+and owns the heads, losses, target normalisation and metrics. Backbones know
+nothing of Lightning, and tasks know nothing of a backbone's internals.
+
+A task works in plain Lightning too (``pl.Trainer(...).fit(task,
+datamodule=MatSciDataModule(...))``): when fitting starts it fits its
+training statistics from the data module's seeded, capped training sample,
+unless they were fitted already (by the ``matsciml train`` driver, or loaded
+from a checkpoint).
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,15 +22,20 @@ import torch
 
 from matsciml.batch import Batch
 from matsciml.errors import InvalidSampleError, MatscimlError, NonFiniteError
+from matsciml.interfaces import BackboneOutput
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+_CONTRACT = "see README 'Writing a plugin'"
 
 
 class BaseTask(pl.LightningModule):
     """Common machinery; subclasses implement ``predict``, ``loss_and_metrics`` and statistics.
 
     Args:
-        backbone: the model; must have an ``embedding_dim`` attribute.
+        backbone: the model (:class:`matsciml.interfaces.Backbone`): declares
+            ``embedding_dim`` (and ``structure_embedding_dim`` when it has
+            per-structure features); ``forward`` returns a ``BackboneOutput``.
         optimizer: ``{"name": "adamw", "lr": ..., other keyword arguments}``.
         scheduler: ``None``, ``{"name": "plateau", "factor", "patience"}`` or
             ``{"name": "cosine"}`` (over ``trainer.max_epochs``).
@@ -32,15 +43,11 @@ class BaseTask(pl.LightningModule):
 
     #: the task differentiates through positions at evaluation too (forces)
     needs_grad_in_eval: bool = False
-    #: sample keys every batch must carry
-    required_targets: tuple[str, ...] = ()
 
     def __init__(self, backbone: torch.nn.Module, optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        if not hasattr(backbone, "embedding_dim"):
-            raise MatscimlError(f"backbone {type(backbone).__name__} has no 'embedding_dim' attribute; "
-                                f"a backbone must declare the width of its per-atom output")
+        self.embedding_dim, self.structure_embedding_dim = backbone_widths(backbone)
         self.backbone = backbone
         self.optimizer_config = dict(optimizer or {"name": "adamw", "lr": 1e-3})
         self.scheduler_config = dict(scheduler) if scheduler else None
@@ -50,8 +57,14 @@ class BaseTask(pl.LightningModule):
         self._last_batch_names: list[str] | None = None
 
     # ------------------------------------------------------------ subclasses
-    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
-        """Fit normalisation from training samples (raw dicts); sets ``statistics_fitted``."""
+    def fit_statistics(self, samples: Iterable[Mapping[str, Any]],
+                       metadata: Mapping[str, Any] | None = None) -> None:
+        """Fit normalisation from training samples (raw dicts, read once); sets ``statistics_fitted``.
+
+        ``samples`` may be any iterable (a generator streams them: only compact
+        per-sample numbers are kept); ``metadata`` is the dataset's metadata
+        record, which declares its custom keys (see :mod:`matsciml.fields`).
+        """
         self.statistics_fitted.fill_(True)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -60,16 +73,65 @@ class BaseTask(pl.LightningModule):
     def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
-                         eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Metrics of the trivial predictor (training mean, zero forces) on ``eval_samples``."""
+    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
+                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Metrics of the trivial predictor (training mean, zero forces) on ``eval_samples``.
+
+        Both iterables are read once, in order, keeping running sums only, so
+        a generator over a whole split costs memory independent of its size.
+        """
         return {}
+
+    # ------------------------------------------------------------ backbone and data
+    def features(self, batch: Batch) -> BackboneOutput:
+        """The backbone's output for ``batch``, checked to be a :class:`BackboneOutput`."""
+        output = self.backbone(batch)
+        if not isinstance(output, BackboneOutput):
+            raise MatscimlError(f"backbone {type(self.backbone).__name__}: forward returned {type(output).__name__}, "
+                                f"not matsciml.interfaces.BackboneOutput; return "
+                                f"BackboneOutput(atom_features=...); {_CONTRACT}")
+        return output
+
+    def fit_statistics_from(self, datamodule: Any) -> None:
+        """Fit the training statistics from a :class:`~matsciml.training.datamodule.MatSciDataModule`.
+
+        Reads its seeded training sample of at most ``statistics_samples``
+        structures, one at a time.
+        """
+        self.fit_statistics(datamodule.statistics_sample(), metadata=datamodule.metadata)
+
+    def baseline_from(self, datamodule: Any, part: str = "val") -> dict[str, float]:
+        """The trivial baseline's metrics on one split of ``datamodule``.
+
+        The training means come from the same seeded, capped training sample
+        as the statistics; the split is streamed sample by sample, so every
+        structure of it counts and none is kept.
+        """
+        return self.baseline_metrics(datamodule.statistics_sample(), datamodule.iter_samples(part),
+                                     metadata=datamodule.metadata)
+
+    def on_fit_start(self) -> None:
+        """Fit the training statistics from the trainer's data module, unless already fitted."""
+        if bool(self.statistics_fitted):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "statistics_sample"):
+            raise MatscimlError(
+                f"{type(self).__name__}: its training statistics are not fitted and trainer.fit got no matsciml "
+                f"data module to fit them from; call trainer.fit(task, datamodule=MatSciDataModule(...)), or "
+                f"task.fit_statistics(training samples) before fitting with plain dataloaders")
+        self.fit_statistics_from(datamodule)
 
     # ------------------------------------------------------------ lightning
     def _step(self, batch: Batch | Any, stage: str) -> torch.Tensor | None:
         if not bool(self.statistics_fitted):
-            raise MatscimlError("the task's training statistics were never fitted; call "
-                                "task.fit_statistics(training samples) before training")
+            raise MatscimlError(f"{type(self).__name__}: its training statistics were never fitted; fit the task "
+                                f"with trainer.fit(task, datamodule=...), which fits them from the training split, "
+                                f"or call task.fit_statistics_from(datamodule) before evaluating")
+        if self.needs_grad_in_eval and torch.is_inference_mode_enabled():
+            raise MatscimlError(f"{type(self).__name__} differentiates the energy with respect to positions "
+                                f"(forces) in {stage} too, which torch's inference mode forbids; create the "
+                                f"trainer with pl.Trainer(inference_mode=False)")
         if not self._admit(batch):
             return None
         self._last_batch_names = batch.sample_names
@@ -160,6 +222,26 @@ class BaseTask(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, **scheduler_config)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         raise MatscimlError(f"scheduler {kind!r} is not known; use 'plateau', 'cosine' or null")
+
+
+def backbone_widths(backbone: Any) -> tuple[int, int | None]:
+    """``(embedding_dim, structure_embedding_dim)`` a backbone declares, or an error saying what is missing."""
+    name = type(backbone).__name__
+    width = getattr(backbone, "embedding_dim", None)
+    if not _is_width(width):
+        problem = "has no attribute 'embedding_dim'" if width is None else f"has embedding_dim={width!r}"
+        raise MatscimlError(f"backbone {name} {problem}: it must declare the width D of the atom_features "
+                            f"[num_atoms, D] its forward returns as a positive integer; {_CONTRACT}")
+    structure_width = getattr(backbone, "structure_embedding_dim", None)
+    if structure_width is not None and not _is_width(structure_width):
+        raise MatscimlError(f"backbone {name} has structure_embedding_dim={structure_width!r}: it must be the "
+                            f"width of its structure_features as a positive integer, or None when it has "
+                            f"none; {_CONTRACT}")
+    return int(width), None if structure_width is None else int(structure_width)
+
+
+def _is_width(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_finite(batch: Batch, stage: str, loss: torch.Tensor, prediction: Mapping[str, torch.Tensor],

@@ -4,21 +4,23 @@
 a dimensionless per-atom correction; ``reference`` (optional per-element
 energies fitted by least squares on the training set), ``shift`` and
 ``scale`` come from training statistics. Because it is a sum over atoms the
-energy scales with system size and is exact for supercells.
+energy scales with system size and is exact for supercells. The head reads
+the backbone's ``atom_features`` only: an energy is always a sum over
+atoms, whatever per-structure features a backbone also has.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from matsciml.batch import Batch
 from matsciml.data.schema import MAX_ATOMIC_NUMBER
+from matsciml.nn.scatter import sum_per_structure
 from matsciml.tasks.base import BaseTask
-from matsciml.tasks.heads import MLPHead, sum_per_structure
+from matsciml.tasks.heads import MLPHead
 from matsciml.tasks.statistics import energy_statistics
 
 
@@ -44,22 +46,9 @@ class PerAtomEnergy(nn.Module):
         return sum_per_structure(atom_energy, batch.structure_index, batch.num_structures)
 
 
-def mean_energy_baseline(train: Sequence[Mapping[str, Any]], evaluate: Sequence[Mapping[str, Any]],
-                         key: str) -> dict[str, float]:
-    """MAEs of the mean predictors of ``key``: ``energy_mae`` predicts the training
-    mean total energy, ``energy_per_atom_mae`` the training mean energy per atom."""
-    def per_atom(sample: Mapping[str, Any]) -> float:
-        return float(sample[key]) / len(sample["atomic_numbers"])
-
-    mean = float(np.mean([float(s[key]) for s in train]))
-    mean_per_atom = float(np.mean([per_atom(s) for s in train]))
-    return {"energy_mae": float(np.mean([abs(float(s[key]) - mean) for s in evaluate])),
-            "energy_per_atom_mae": float(np.mean([abs(per_atom(s) - mean_per_atom) for s in evaluate]))}
-
-
-def fit_energy_statistics(head: PerAtomEnergy, samples: Sequence[Mapping[str, Any]], key: str,
+def fit_energy_statistics(head: PerAtomEnergy, samples: Iterable[Mapping[str, Any]], key: str,
                           use_references: bool) -> dict[str, Any]:
-    statistics = energy_statistics(list(samples), key, use_references)
+    statistics = energy_statistics(samples, key, use_references)
     head.set_statistics(statistics)
     return statistics
 
@@ -68,7 +57,7 @@ class EnergyTask(BaseTask):
     """What S2EF and IS2RE share: an extensive energy read out by :class:`PerAtomEnergy`.
 
     Args:
-        backbone: per-atom embedding model.
+        backbone: a :class:`matsciml.interfaces.Backbone`; its ``atom_features`` are read.
         reference_energies: fit per-element reference energies on the training set.
         head_hidden_dim, head_layers, activation: the per-atom energy MLP.
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
@@ -82,15 +71,16 @@ class EnergyTask(BaseTask):
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, optimizer, scheduler)
         self.reference_energies = reference_energies
-        self.energy_head = PerAtomEnergy(backbone.embedding_dim, head_hidden_dim, head_layers, activation)
+        self.energy_head = PerAtomEnergy(self.embedding_dim, head_hidden_dim, head_layers, activation)
 
-    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
+    def fit_statistics(self, samples: Iterable[Mapping[str, Any]],
+                       metadata: Mapping[str, Any] | None = None) -> None:
         fit_energy_statistics(self.energy_head, samples, self.energy_key, self.reference_energies)
-        super().fit_statistics(samples)
+        super().fit_statistics(samples, metadata)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.predict(batch)
 
     def energy(self, batch: Batch) -> torch.Tensor:
         """Structure energies ``[B]`` in eV."""
-        return self.energy_head(self.backbone(batch), batch)
+        return self.energy_head(self.features(batch).atom_features, batch)

@@ -1,17 +1,18 @@
-"""Output heads and pooling shared by the tasks."""
+"""Output heads shared by the tasks.
+
+The activations and the per-structure sums and means the tasks use live in
+:mod:`matsciml.nn` (one definition for tasks and models alike); they are
+re-exported here for code that imports them from this module.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+from matsciml.nn.activations import ACTIVATIONS, make_activation
+from matsciml.nn.scatter import mean_per_structure, sum_per_structure
 
-
-def make_activation(name: str) -> nn.Module:
-    try:
-        return ACTIVATIONS[name.lower()]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+__all__ = ["ACTIVATIONS", "MLPHead", "make_activation", "mean_per_structure", "sum_per_structure"]
 
 
 class MLPHead(nn.Module):
@@ -30,15 +31,3 @@ class MLPHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
-
-
-def sum_per_structure(values: torch.Tensor, structure_index: torch.Tensor, num_structures: int) -> torch.Tensor:
-    """Sum per-atom ``values`` [N, ...] into per-structure totals [B, ...]."""
-    out = values.new_zeros((num_structures, *values.shape[1:]))
-    return out.index_add_(0, structure_index, values)
-
-
-def mean_per_structure(values: torch.Tensor, structure_index: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
-    """Average per-atom ``values`` [N, ...] over each structure -> [B, ...]."""
-    totals = sum_per_structure(values, structure_index, int(num_atoms.shape[0]))
-    return totals / num_atoms.to(values.dtype).view(-1, *([1] * (values.dim() - 1)))

@@ -5,13 +5,14 @@ per-atom contributions, trained with an L1 loss as in the OC20 baselines.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from matsciml.batch import Batch
-from matsciml.tasks.energy import EnergyTask, mean_energy_baseline
+from matsciml.tasks.energy import EnergyTask
+from matsciml.tasks.statistics import mean_energy_baseline
 
 
 class IS2RETask(EnergyTask):
@@ -19,7 +20,6 @@ class IS2RETask(EnergyTask):
     :class:`~matsciml.tasks.energy.EnergyTask`)."""
 
     energy_key = "relaxed_energy"
-    required_targets = ("relaxed_energy",)
     progress_metrics = ("energy_mae",)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -32,6 +32,6 @@ class IS2RETask(EnergyTask):
         return loss, {"energy_mae": error.abs().mean(),
                       "energy_per_atom_mae": (error / batch.num_atoms.to(error.dtype)).abs().mean()}
 
-    def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
-                         eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
+                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
         return mean_energy_baseline(train_samples, eval_samples, "relaxed_energy")

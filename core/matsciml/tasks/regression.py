@@ -1,104 +1,213 @@
-"""Property regression: one or several per-structure scalar targets.
+"""Property regression: per-structure scalars (band gap, formation energy) and per-atom ones (partial charges).
 
-Each target is normalised with its training-set mean and standard deviation;
-the loss is L1 or MSE on the normalised values, and the metrics are the MAE
-of each target in its own unit.
+Whether a target has one value per structure or one per atom is its
+declaration in the field registry (:func:`matsciml.fields.field_spec`, with
+the dataset's metadata for a dataset's own keys), read when the statistics
+are fitted and kept in a buffer, so checkpoints carry it.
+
+How each kind of target is read out of the backbone's :class:`~matsciml.interfaces.BackboneOutput`:
+
+* per-atom targets: one head on ``atom_features``, a value per atom,
+  normalised with the mean and std over the atoms of the training sample;
+* per-structure targets, when the backbone has ``structure_features``:
+  the head reads those;
+* otherwise they pool ``atom_features`` with the target's readout:
+  ``mean`` (intensive) pools the features and applies the head, as before;
+  ``sum`` (extensive) applies the head per atom and sums the contributions,
+  normalised per atom, so the prediction is exactly extensive (a 2x
+  supercell gets twice the value) and the loss weighs the error per atom.
+
+The loss is L1 or MSE on the normalised errors, averaged over targets; the
+metrics are the MAE of each target in its own unit (over atoms for per-atom
+targets).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from matsciml.batch import Batch
+from matsciml.builtins import complete_regression_params
 from matsciml.errors import MatscimlError
+from matsciml.fields import field_spec
+from matsciml.nn.scatter import mean_per_structure, sum_per_structure
 from matsciml.tasks.base import BaseTask
-from matsciml.tasks.heads import MLPHead, mean_per_structure, sum_per_structure
+from matsciml.tasks.heads import MLPHead
+from matsciml.tasks.statistics import MeanAbsoluteError
 
 
 class PropertyRegressionTask(BaseTask):
-    """Regress per-structure scalar properties (band gap, formation energy...).
+    """Regress per-structure and per-atom scalar properties.
 
     Args:
-        backbone: per-atom embedding model.
-        targets: sample keys to predict, each a scalar per structure.
+        backbone: a :class:`matsciml.interfaces.Backbone`.
+        targets: sample keys to predict (required): scalars per structure, or
+            one number per atom (``charges``).
         loss: ``"l1"`` or ``"mse"`` on normalised targets.
-        readout: pool atoms with ``"mean"`` (intensive properties) or ``"sum"`` (extensive).
-        head_hidden_dim, head_layers, activation: the MLP on the pooled embedding.
+        readout: for per-structure targets pooled from atom features,
+            ``"sum"`` (extensive) or ``"mean"`` (intensive): one value for
+            all, or ``{target: readout}``; a target left out gets ``sum``
+            when it is a total (:data:`matsciml.builtins.EXTENSIVE_TARGETS`),
+            else ``mean``.
+        head_hidden_dim, head_layers, activation: the output MLP.
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
     """
 
     progress_metrics = ()
 
-    def __init__(self, backbone: torch.nn.Module, targets: Sequence[str] = ("energy",), loss: str = "l1",
-                 readout: str = "mean", head_hidden_dim: int = 64, head_layers: int = 2,
+    def __init__(self, backbone: torch.nn.Module, targets: Sequence[str] | None = None, loss: str = "l1",
+                 readout: str | Mapping[str, str] | None = None, head_hidden_dim: int = 64, head_layers: int = 2,
                  activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, optimizer, scheduler)
-        if isinstance(targets, str):
-            targets = [targets]
-        if not targets:
-            raise MatscimlError("property regression needs at least one target (task.targets: [band_gap, ...])")
+        params = complete_regression_params({"targets": targets, "readout": readout})
         if loss not in ("l1", "mse"):
-            raise MatscimlError(f"loss {loss!r} is not known; use 'l1' or 'mse'")
-        if readout not in ("mean", "sum"):
-            raise MatscimlError(f"readout {readout!r} is not known; use 'mean' or 'sum'")
-        self.targets = list(targets)
-        self.required_targets = tuple(self.targets)
+            raise MatscimlError(f"task.loss={loss!r} is not valid: expected 'l1' or 'mse'")
+        self.targets: list[str] = params["targets"]
+        #: the readout of each per-structure target (per-atom targets have none)
+        self.readout: dict[str, str] = params["readout"]
         self.progress_metrics = tuple(f"{t}_mae" for t in self.targets)
         self.loss_name = loss
-        self.readout = readout
-        self.head = MLPHead(backbone.embedding_dim, len(self.targets), head_hidden_dim, head_layers, activation)
+        width = self.structure_embedding_dim or self.embedding_dim
+        self.head = MLPHead(width, len(self.targets), head_hidden_dim, head_layers, activation)
+        # per-atom targets of a backbone with per-structure features read atom_features through their own head
+        self.atom_head = (MLPHead(self.embedding_dim, len(self.targets), head_hidden_dim, head_layers, activation)
+                          if self.structure_embedding_dim is not None else None)
         self.register_buffer("target_mean", torch.zeros(len(self.targets)))
         self.register_buffer("target_std", torch.ones(len(self.targets)))
+        self.register_buffer("target_per_atom", torch.zeros(len(self.targets), dtype=torch.bool))
+        self._per_atom: tuple[bool, ...] = (False,) * len(self.targets)
 
-    def fit_statistics(self, samples: Sequence[Mapping[str, Any]]) -> None:
-        values = self._target_matrix(samples)
-        self.target_mean.copy_(torch.as_tensor(values.mean(axis=0)))
-        self.target_std.copy_(torch.as_tensor(np.maximum(values.std(axis=0), 1e-6)))
-        super().fit_statistics(samples)
+    # ------------------------------------------------------------ which kind of target
+    @property
+    def per_atom_metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"{t}_mae" for t, atom in zip(self.targets, self._per_atom) if atom)
 
-    def _target_matrix(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        rows = []
+    def _readout(self, index: int) -> str:
+        return "atom" if self._per_atom[index] else self.readout.get(self.targets[index], "mean")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "target_per_atom"
+        if key not in state_dict:  # a checkpoint from before per-atom targets: all per structure
+            state_dict[key] = torch.zeros(len(self.targets), dtype=torch.bool)
+        self._per_atom = tuple(bool(flag) for flag in state_dict[key].tolist())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _arities(self, metadata: Mapping[str, Any] | None) -> tuple[bool, ...]:
+        flags = []
+        for target in self.targets:
+            spec = field_spec(target, metadata)
+            if spec.role != "target":
+                raise MatscimlError(f"task.targets names {target!r}, a {spec.describe()}, not a target; "
+                                    f"choose keys whose role is target (`matsciml data inspect` lists them)")
+            flags.append(spec.per_atom)
+        return tuple(flags)
+
+    # ------------------------------------------------------------ statistics and baseline
+    def fit_statistics(self, samples: Iterable[Mapping[str, Any]],
+                       metadata: Mapping[str, Any] | None = None) -> None:
+        per_atom = self._arities(metadata)
+        values = self._collect(samples, per_atom, normalised=True)
+        means, stds = [], []
+        for column in values:
+            means.append(column.mean())
+            stds.append(max(float(column.std()), 1e-6))
+        self.target_mean.copy_(torch.as_tensor(means))
+        self.target_std.copy_(torch.as_tensor(stds))
+        self.target_per_atom.copy_(torch.as_tensor(per_atom))
+        self._per_atom = per_atom
+        super().fit_statistics(samples, metadata)
+
+    def _collect(self, samples: Iterable[Mapping[str, Any]], per_atom: Sequence[bool],
+                 normalised: bool) -> list[np.ndarray]:
+        """Each target's training values, per structure or per atom.
+
+        With ``normalised``, a ``sum``-readout target's totals are divided by
+        the structure's atoms: its statistics are per atom.
+        """
+        columns: list[list[np.ndarray]] = [[] for _ in self.targets]
         for index, sample in enumerate(samples):
-            missing = [t for t in self.targets if t not in sample]
-            if missing:
-                raise MatscimlError(f"training sample {index} has no {', '.join(missing)}; "
-                                    f"every sample must carry the regression targets")
-            rows.append([float(np.asarray(sample[t])) for t in self.targets])
-        if not rows:
-            raise MatscimlError("cannot fit statistics: the training split is empty")
-        return np.asarray(rows, dtype=np.float64)
+            num_atoms = len(sample["atomic_numbers"])
+            for column, (target, atom) in enumerate(zip(self.targets, per_atom)):
+                value = self._value(sample, target, atom, num_atoms, index)
+                if normalised and not atom and self.readout.get(target) == "sum":
+                    value = value / num_atoms
+                columns[column].append(value)
+        if not columns[0]:
+            raise MatscimlError("cannot fit statistics: the training split is empty; use a larger dataset or split")
+        return [np.concatenate(column) for column in columns]
 
+    @staticmethod
+    def _value(sample: Mapping[str, Any], target: str, atom: bool, num_atoms: int, index: int) -> np.ndarray:
+        if target not in sample:
+            raise MatscimlError(f"training sample {index} has no {target!r}; every sample must carry the "
+                                f"regression targets")
+        value = np.asarray(sample[target], dtype=np.float64)
+        if (value.shape != (num_atoms,)) if atom else (value.size != 1):
+            kind = f"one number per atom, shape ({num_atoms},)" if atom else "one number per structure"
+            raise MatscimlError(f"training sample {index}: {target!r} has shape {value.shape}, but regression "
+                                f"predicts {kind}; choose scalar targets")
+        return value.reshape(-1)
+
+    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
+                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """MAE of predicting each target's training mean (per atom for per-atom targets)."""
+        per_atom = self._arities(metadata)
+        means = [float(column.mean()) for column in self._collect(train_samples, per_atom, normalised=False)]
+        errors = {target: MeanAbsoluteError() for target in self.targets}
+        for index, sample in enumerate(eval_samples):
+            num_atoms = len(sample["atomic_numbers"])
+            for target, atom, mean in zip(self.targets, per_atom, means):
+                errors[target].add(self._value(sample, target, atom, num_atoms, index) - mean)
+        return {f"{target}_mae": error.value for target, error in errors.items()}
+
+    # ------------------------------------------------------------ prediction
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.predict(batch)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``{target: [B]}`` in the targets' own units."""
-        embeddings = self.backbone(batch)
-        if self.readout == "mean":
-            pooled = mean_per_structure(embeddings, batch.structure_index, batch.num_atoms)
+        """``{target: [B] or [N]}`` in the targets' own units."""
+        output = self.features(batch)
+        atoms = output.atom_features
+        readouts = [self._readout(i) for i in range(len(self.targets))]
+        num_atoms = batch.num_atoms.to(atoms.dtype)
+        mean, std = self.target_mean.to(atoms.dtype), self.target_std.to(atoms.dtype)
+        per_atom_out = pooled_out = None
+        if output.structure_features is not None:
+            pooled_out = self.head(output.structure_features) * std + mean  # [B, T]
+            if "atom" in readouts:
+                per_atom_out = self.atom_head(atoms) * std + mean  # type: ignore[misc]
         else:
-            pooled = sum_per_structure(embeddings, batch.structure_index, batch.num_structures)
-        normalised = self.head(pooled)
-        values = normalised * self.target_std.to(normalised.dtype) + self.target_mean.to(normalised.dtype)
-        return {target: values[:, i] for i, target in enumerate(self.targets)}
+            if "atom" in readouts or "sum" in readouts:
+                per_atom_out = self.head(atoms) * std + mean  # [N, T]
+            if "mean" in readouts:
+                pooled_out = self.head(mean_per_structure(atoms, batch.structure_index, batch.num_atoms)) * std + mean
+        prediction = {}
+        for i, (target, readout) in enumerate(zip(self.targets, readouts)):
+            if readout == "atom":
+                prediction[target] = per_atom_out[:, i]  # type: ignore[index]
+            elif readout == "sum" and output.structure_features is not None:
+                prediction[target] = pooled_out[:, i] * num_atoms  # type: ignore[index]
+            elif readout == "sum":
+                prediction[target] = sum_per_structure(per_atom_out[:, i], batch.structure_index,  # type: ignore[index]
+                                                       batch.num_structures)
+            else:
+                prediction[target] = pooled_out[:, i]  # type: ignore[index]
+        return prediction
 
-    def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_and_metrics(self, batch: Batch,
+                         prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses = []
         metrics = {}
         for i, target in enumerate(self.targets):
             truth = batch.targets[target].to(prediction[target].dtype)
             error = prediction[target] - truth
             normalised = error / self.target_std[i]
+            if self._readout(i) == "sum":
+                normalised = normalised / batch.num_atoms.to(error.dtype)  # the error per atom
             losses.append(normalised.abs().mean() if self.loss_name == "l1" else normalised.pow(2).mean())
             metrics[f"{target}_mae"] = error.abs().mean()
         return torch.stack(losses).mean(), metrics
-
-    def baseline_metrics(self, train_samples: Sequence[Mapping[str, Any]],
-                         eval_samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        mean = self._target_matrix(train_samples).mean(axis=0)
-        values = self._target_matrix(eval_samples)
-        return {f"{t}_mae": float(np.abs(values[:, i] - mean[i]).mean()) for i, t in enumerate(self.targets)}

@@ -1,10 +1,15 @@
-"""Training-set statistics the tasks normalise with.
+"""Training-set statistics and trivial baselines the tasks normalise with and compare to.
 
-Fitted once from the training split before training, stored as buffers of
-the task so that checkpoints carry them.
+Fitted once from a sample of the training split before training, stored as
+buffers of the task so that checkpoints carry them. Every function here
+reads its samples once, as an iterable, and keeps only a few numbers per
+structure (never positions or whole samples): with the data module's
+seeded, capped sample the memory they need does not grow with the dataset,
+and a baseline streamed over a whole split keeps running sums only.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,28 +38,76 @@ def fit_reference_energies(counts: np.ndarray, energies: np.ndarray) -> np.ndarr
     return references
 
 
-def energy_statistics(samples: list[Mapping[str, Any]], key: str, use_references: bool) -> dict[str, Any]:
+def energy_statistics(samples: Iterable[Mapping[str, Any]], key: str, use_references: bool) -> dict[str, Any]:
     """References, per-atom shift and scale of an extensive energy ``key``.
 
     The model predicts per-atom energies ``scale * output + shift + reference[Z]``;
-    ``scale`` is the RMS of force components when forces are present (the
-    natural energy scale of a potential), otherwise the std of the per-atom
-    residual energy.
+    ``scale`` is the RMS of force components when every sample has forces
+    (the natural energy scale of a potential), otherwise the std of the
+    per-atom residual energy. Keeps one element-count row and one energy
+    per structure, and a running sum of squared force components.
     """
-    if not samples:
+    rows: list[np.ndarray] = []
+    energies: list[float] = []
+    force_squares = 0.0
+    force_components = 0
+    all_have_forces = True
+    for index, sample in enumerate(samples):
+        if key not in sample:
+            raise MatscimlError(f"training sample {index} has no {key!r}; this task needs it in every sample")
+        rows.append(np.bincount(np.asarray(sample["atomic_numbers"]), minlength=MAX_ATOMIC_NUMBER + 1))
+        energies.append(float(sample[key]))
+        if all_have_forces and "forces" in sample:
+            forces = np.asarray(sample["forces"], dtype=np.float64)
+            force_squares += float(np.square(forces).sum())
+            force_components += forces.size
+        else:
+            all_have_forces = False
+    if not rows:
         raise MatscimlError("cannot fit statistics: the training split is empty; use a larger dataset or split")
-    missing = [i for i, s in enumerate(samples) if key not in s]
-    if missing:
-        raise MatscimlError(f"training sample {missing[0]} has no {key!r}; this task needs it in every sample")
-    counts = composition_matrix(samples)
-    energies = np.array([float(s[key]) for s in samples])
+    counts = np.stack(rows).astype(np.float64)
+    energy = np.asarray(energies)
     num_atoms = counts.sum(axis=1)
-    references = fit_reference_energies(counts, energies) if use_references else np.zeros(counts.shape[1])
-    residual_per_atom = (energies - counts @ references) / num_atoms
+    references = fit_reference_energies(counts, energy) if use_references else np.zeros(counts.shape[1])
+    residual_per_atom = (energy - counts @ references) / num_atoms
     shift = float(residual_per_atom.mean())
-    if all("forces" in s for s in samples):
-        forces = np.concatenate([np.asarray(s["forces"]).ravel() for s in samples])
-        scale = float(np.sqrt(np.mean(forces ** 2)))
+    if all_have_forces and force_components:
+        scale = math.sqrt(force_squares / force_components)
     else:
         scale = float(residual_per_atom.std())
     return {"references": references, "shift": shift, "scale": max(scale, 1e-3)}
+
+
+class MeanAbsoluteError:
+    """A running mean absolute error: ``add`` errors as they come, read ``value``."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, errors: Any) -> None:
+        errors = np.abs(np.asarray(errors, dtype=np.float64))
+        self.total += float(errors.sum())
+        self.count += errors.size
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+def mean_energy_baseline(train: Iterable[Mapping[str, Any]], evaluate: Iterable[Mapping[str, Any]],
+                         key: str) -> dict[str, float]:
+    """MAEs of the mean predictors of ``key``: ``energy_mae`` predicts the training
+    mean total energy, ``energy_per_atom_mae`` the training mean energy per atom."""
+    totals, per_atom = [], []
+    for sample in train:
+        totals.append(float(sample[key]))
+        per_atom.append(float(sample[key]) / len(sample["atomic_numbers"]))
+    if not totals:
+        raise MatscimlError("cannot compute the baseline: the training split is empty")
+    mean, mean_per_atom = float(np.mean(totals)), float(np.mean(per_atom))
+    energy_mae, energy_per_atom_mae = MeanAbsoluteError(), MeanAbsoluteError()
+    for sample in evaluate:
+        energy_mae.add(float(sample[key]) - mean)
+        energy_per_atom_mae.add(float(sample[key]) / len(sample["atomic_numbers"]) - mean_per_atom)
+    return {"energy_mae": energy_mae.value, "energy_per_atom_mae": energy_per_atom_mae.value}

@@ -12,8 +12,25 @@ from typing import Any
 import numpy as np
 
 from matsciml.data.schema import Sample
+from matsciml.fields import UnknownFieldError, field_spec
 
-_PER_ATOM_KEYS = ("atomic_numbers", "pos", "forces", "tags", "fixed")
+
+def _per_atom_keys(sample: Mapping[str, Any]) -> list[str]:
+    """Keys of ``sample`` declared per atom (:mod:`matsciml.fields`): they follow the atoms.
+
+    Keys declared nowhere stay as they are: collate refuses them, so they
+    never reach a model whatever their order.
+    """
+    keys = []
+    for key, value in sample.items():
+        if isinstance(value, str):
+            continue
+        try:
+            if field_spec(key).per_atom:
+                keys.append(key)
+        except UnknownFieldError:
+            continue
+    return keys
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -46,9 +63,8 @@ def translate_sample(sample: Mapping[str, Any], shift: np.ndarray) -> Sample:
 def permute_sample(sample: Mapping[str, Any], order: np.ndarray) -> Sample:
     """Reorder the atoms; per-atom arrays follow ``order``."""
     out = dict(sample)
-    for key in _PER_ATOM_KEYS:
-        if key in sample:
-            out[key] = np.asarray(sample[key])[order]
+    for key in _per_atom_keys(sample):
+        out[key] = np.asarray(sample[key])[order]
     return out
 
 
@@ -64,8 +80,8 @@ def make_supercell(sample: Mapping[str, Any], repeats: tuple[int, int, int]) -> 
     out = dict(sample)
     out["pos"] = (np.asarray(sample["pos"])[None, :, :] + offsets[:, None, :]).reshape(-1, 3)
     out["cell"] = cell * np.asarray(repeats, dtype=np.float64)[:, None]
-    for key in _PER_ATOM_KEYS:
-        if key != "pos" and key in sample:
+    for key in _per_atom_keys(sample):
+        if key != "pos":
             out[key] = np.tile(np.asarray(sample[key]), (num_cells,) + (1,) * (np.asarray(sample[key]).ndim - 1))
     for key in ("energy", "relaxed_energy"):
         if key in sample:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from matsciml.registry import Registry
 
 DEFAULT_CONFIG: dict[str, Any] = {
-    "model": {"name": "egnn"},
+    # No default model: the core knows none (DESIGN.md rule 1); `--model NAME` or model.name picks one.
+    "model": {},
     "dataset": {"name": "slab-emt-s2ef", "split": [0.8, 0.1, 0.1], "seed": 0, "options": {}},
     "task": {"name": "s2ef"},
     "representation": {},
@@ -332,13 +333,26 @@ def check_config(config: Mapping[str, Any], registry: "Registry | None" = None) 
                 raise MatscimlError(invalid_value_message(
                     f"{section}.{key}", value[key], expected, _fix(section, key)))
     for section in ("model", "task"):
-        name = config.get(section, {}).get("name")
+        chosen = config.get(section, {})
+        if section == "model" and "name" not in chosen:
+            continue  # no model chosen yet: with a registry, the message lists the installed ones
+        name = chosen.get("name")
         if not isinstance(name, str) or not name.strip():
             raise MatscimlError(invalid_value_message(
                 f"{section}.name", name, f"the name of an installed {section}",
                 f"`matsciml {section}s` lists them"))
     if registry is not None:
         _check_components(config, registry)
+
+
+def no_model_message(registry: "Registry") -> str:
+    """The one line for a run without a model: how to choose one, and which are installed."""
+    installed = registry.names("model")
+    if installed:
+        return (f"no model chosen: give one with --model NAME or model.name=NAME; installed models: "
+                f"{', '.join(installed)} (`matsciml models` describes them)")
+    return ("no model chosen, and no model is installed: install a model plugin (this repository's E(n)-GNN: "
+            "pip install ./matsciml_egnn ./plugins/matsciml_dgl), then give --model NAME")
 
 
 def _fix(section: str, key: str) -> str:
@@ -355,6 +369,8 @@ def _hyper_parameters(section: Mapping[str, Any]) -> dict[str, Any]:
 def _check_components(config: Mapping[str, Any], registry: "Registry") -> None:
     from matsciml.registry import normalize_name
 
+    if "name" not in config["model"]:
+        raise MatscimlError(no_model_message(registry))
     model = registry.model(str(config["model"]["name"]))
     task = registry.task(str(config["task"]["name"]))
     model.check_params(_hyper_parameters(config["model"]), section="model")

@@ -1,17 +1,23 @@
 """A LightningDataModule over any registered dataset or dataset files.
 
-It opens the dataset (a registered name or a path to LMDB files), splits it
-deterministically from a seed (or reuses a recorded split), applies the
-representation to each sample in the loader's workers, and collates batches
-with the representation's ``collate``.
+It opens the dataset (a registered name, a path to LMDB files, or a dataset
+object), splits it deterministically from a seed (or reuses a recorded
+split), applies the representation to each sample in the loader's workers,
+and collates batches with the representation's ``collate``.
+
+The split is the data module's state (``state_dict``), which Lightning keeps
+in every checkpoint and restores on resume. Statistics and baselines read
+samples one at a time (:meth:`MatSciDataModule.iter_samples`), from a
+seeded sample of at most ``statistics_samples`` training structures, so no
+step holds a whole split in memory.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -21,19 +27,25 @@ from matsciml.batch import Batch
 from matsciml.data.schema import validate_sample
 from matsciml.data.splits import Split, make_split
 from matsciml.errors import DatasetFormatError, InvalidSampleError, MatscimlError
+from matsciml.fields import declare_dataset_fields
+
+if TYPE_CHECKING:
+    from matsciml.registry import Registry
 
 
 def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | None = None,
-                 options: Mapping[str, Any] | None = None) -> Dataset:
-    """A registered dataset by name, or dataset files/directories by path."""
+                 options: Mapping[str, Any] | None = None, registry: Registry | None = None) -> Dataset:
+    """A registered dataset by name (from ``registry``, the process's by default), or dataset files by path."""
     path = Path(name_or_path)
     if path.exists() or path.suffix == ".lmdb" or os.sep in str(name_or_path):
         from matsciml.data.dataset import LMDBDataset
 
         return LMDBDataset(path, keys=keys)
-    from matsciml.registry import get_registry
+    if registry is None:
+        from matsciml.registry import get_registry
 
-    spec = get_registry().dataset(str(name_or_path))
+        registry = get_registry()
+    spec = registry.dataset(str(name_or_path))
     params = dict(options or {})
     if keys is not None and "keys" in spec.defaults:
         params["keys"] = list(keys)
@@ -159,23 +171,34 @@ class MatSciDataModule(pl.LightningDataModule):
     """Splits, loaders and collation for one dataset and one representation.
 
     Args:
-        dataset: registered dataset name, or path to LMDB file(s)/directory.
+        dataset: registered dataset name, path to LMDB file(s)/directory, or
+            a map-style dataset object of samples.
         representation: object with ``__call__(sample)`` and ``collate(items)``.
         batch_size: structures per batch.
         num_workers: DataLoader worker processes (0 = in the main process).
         split: fractions of (train, val, test).
-        seed: seed of the split and of training-set shuffling.
+        seed: seed of the split, of the statistics sample and of training-set shuffling.
         keys: sample keys to read (targets plus structure), all when None.
         split_indices: a recorded :class:`~matsciml.data.splits.Split` to reuse.
         dataset_options: keyword options of a registered dataset's factory.
+        skip_invalid: leave out samples that fail their checks (and count
+            them) instead of stopping.
+        validate: check each sample read against the schema.
+        statistics_samples: at most this many training structures, chosen
+            with ``seed``, are read to fit statistics and baselines (None: all).
+        registry: where registered dataset names are looked up (the
+            process's registry when None).
     """
 
-    def __init__(self, dataset: str, representation: Any, batch_size: int = 8, num_workers: int = 0,
-                 split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, keys: Iterable[str] | None = None,
-                 split_indices: Split | None = None, dataset_options: Mapping[str, Any] | None = None,
-                 skip_invalid: bool = False, validate: bool = True) -> None:
+    def __init__(self, dataset: str | os.PathLike[str] | Dataset, representation: Any, batch_size: int = 8,
+                 num_workers: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+                 keys: Iterable[str] | None = None, split_indices: Split | None = None,
+                 dataset_options: Mapping[str, Any] | None = None, skip_invalid: bool = False,
+                 validate: bool = True, statistics_samples: int | None = 10000,
+                 registry: Registry | None = None) -> None:
         super().__init__()
-        self.dataset_name = str(dataset)
+        given = None if isinstance(dataset, (str, os.PathLike)) else dataset
+        self.dataset_name = str(dataset) if given is None else str(getattr(given, "name", type(given).__name__))
         self.representation = representation
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
@@ -186,23 +209,64 @@ class MatSciDataModule(pl.LightningDataModule):
         self.split: Split | None = split_indices
         self.skip_invalid = bool(skip_invalid)
         self.validate = bool(validate)
-        self.dataset: Dataset | None = None
+        self.statistics_samples = None if statistics_samples is None else int(statistics_samples)
+        self.registry = registry
+        self.dataset: Dataset | None = given
         self.reader: CheckedReader | None = None
         #: samples left out of statistics under ``skip_invalid``: name -> reason
         self.skipped: dict[str, str] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.dataset is not None:
+        if self.reader is not None:
             return
-        self.dataset = open_dataset(self.dataset_name, self.keys, self.dataset_options)
+        if self.dataset is None:
+            self.dataset = open_dataset(self.dataset_name, self.keys, self.dataset_options, self.registry)
+        if self.metadata:
+            # collate (here and in loader workers started later) learns the dataset's own keys
+            fields = declare_dataset_fields(self.metadata, source=self.dataset_name)
+            read_keys = getattr(self.dataset, "keys", None)
+            if read_keys is not None:
+                # model inputs (a total charge, a spin) always reach the backbone, whatever keys were asked for
+                inputs = {key for key, spec in fields.items() if spec.role == "input"}
+                self.dataset.keys = sorted({*read_keys, *inputs})
         self.reader = CheckedReader(self.dataset, self.dataset_name, validate=self.validate)
         size = len(self.dataset)  # type: ignore[arg-type]
         if self.split is None:
             self.split = make_split(size, self.split_fractions, self.seed)
-        elif self.split.num_samples != size:
-            raise MatscimlError(f"the recorded split is for {self.split.num_samples} samples but dataset "
+        else:
+            self._check_split(self.split)
+
+    def _check_split(self, split: Split) -> None:
+        size = len(self.dataset)  # type: ignore[arg-type]
+        if split.num_samples != size:
+            raise MatscimlError(f"the recorded split is for {split.num_samples} samples but dataset "
                                 f"{self.dataset_name!r} has {size}; it is not the dataset the run was trained on")
 
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The dataset's metadata record (keys, units, statistics), or None for a dataset without one."""
+        metadata = getattr(self.dataset, "metadata", None)
+        return metadata if isinstance(metadata, Mapping) else None
+
+    # ------------------------------------------------------------ state (Lightning saves it in checkpoints)
+    def state_dict(self) -> dict[str, Any]:
+        """The split (indices included), so a checkpoint resumes on exactly the same split."""
+        return {"split": self.split.to_json()} if self.split is not None else {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Reuse the split recorded by :meth:`state_dict` (Lightning calls this when resuming)."""
+        if "split" not in state_dict:
+            return
+        try:
+            split = Split.from_json(state_dict["split"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MatscimlError(f"the split saved in this checkpoint's data module state is not valid "
+                                f"({type(exc).__name__}: {exc}); use another checkpoint of the run") from None
+        if self.dataset is not None:
+            self._check_split(split)
+        self.split = split
+
+    # ------------------------------------------------------------ splits and loaders
     def indices(self, part: str) -> list[int]:
         """Dataset indices of ``part`` (train, val, test) or ``all``."""
         self.setup()
@@ -236,20 +300,37 @@ class MatSciDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
 
-    def samples(self, part: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Checked samples of a split, for statistics and baselines.
+    def example_batch(self, num_structures: int = 2, attempts: int = 16) -> Batch | None:
+        """A small batch of the first readable training samples, to try a backbone on before training.
 
-        With ``limit``, a seeded random subset of at most that many, so that
-        memory stays flat in the dataset's size. A sample that fails its
-        checks stops here, naming it, unless ``skip_invalid`` (then it is
-        left out and recorded in ``self.skipped``).
+        Samples that fail their checks are passed over here (training names
+        them); None when none of the first ``attempts`` can be read.
+        """
+        items = []
+        for index in self.indices("train")[:attempts]:
+            sample = self.reader.read(index)  # type: ignore[union-attr]
+            if isinstance(sample, ReadFailure):
+                continue
+            items.append((self.reader.name(index), self.representation(sample)))  # type: ignore[union-attr]
+            if len(items) == num_structures:
+                break
+        if not items:
+            return None
+        return NamedCollate(self.representation)(items)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ samples for statistics and baselines
+    def iter_samples(self, part: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Checked samples of a split, read one at a time (memory independent of the split's size).
+
+        With ``limit``, a seeded random subset of at most that many, in index
+        order. A sample that fails its checks stops here, naming it, unless
+        ``skip_invalid`` (then it is left out and recorded in ``self.skipped``).
         """
         indices = self.indices(part)
         if limit is not None and len(indices) > limit:
             generator = torch.Generator().manual_seed(self.seed)
             chosen = sorted(torch.randperm(len(indices), generator=generator)[:limit].tolist())
             indices = [indices[i] for i in chosen]
-        samples = []
         for index in indices:
             sample = self.reader.read(index)  # type: ignore[union-attr]
             if isinstance(sample, ReadFailure):
@@ -258,5 +339,12 @@ class MatSciDataModule(pl.LightningDataModule):
                                              f"to leave out samples that fail validation")
                 self.skipped[sample.name] = sample.reason
                 continue
-            samples.append(sample)
-        return samples
+            yield sample
+
+    def statistics_sample(self) -> Iterator[dict[str, Any]]:
+        """The training samples statistics are fitted on: at most ``statistics_samples``, seeded, streamed."""
+        return self.iter_samples("train", limit=self.statistics_samples)
+
+    def samples(self, part: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`iter_samples` as a list (small splits and tests; statistics stream instead)."""
+        return list(self.iter_samples(part, limit))

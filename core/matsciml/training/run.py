@@ -1,8 +1,14 @@
 """Build a run from its configuration, train it, evaluate it, reload it.
 
-Everything is found through the registry: the model by name, the
-representation the model declares it needs, the task by name, the dataset
-by name or path. Nothing here knows any particular model.
+Everything is found through the registry the caller passes (the process's
+registry by default): the model by name, the representation the model
+declares it needs, the task by name, the dataset by name or path. Nothing
+here knows any particular model: what ties a model to its representation
+(``ModelSpec.tied_params``) and which targets a task needs
+(``TaskSpec.required_targets``, ``TaskSpec.targets_param``) are the specs'
+declarations, and a built backbone is checked against the contract of
+:class:`matsciml.interfaces.Backbone` on a batch of the run's own data
+before anything trains.
 """
 from __future__ import annotations
 
@@ -22,8 +28,8 @@ from matsciml.data.schema import STRUCTURE_KEYS as _STRUCTURE_KEYS
 from matsciml.data.splits import Split
 from matsciml.data.storage import keys_in_every_sample
 from matsciml.errors import ComponentNotFoundError, IncompatibleComponentsError, MatscimlError
-from matsciml.registry import Registry, get_registry
-from matsciml.specs import ComponentSpec, ModelSpec
+from matsciml.registry import Registry, get_registry, normalize_name
+from matsciml.specs import ComponentSpec, ModelSpec, TaskSpec, is_number
 from matsciml.training.config import DEFAULT_CONFIG, check_config, deep_merge, dump_config
 
 
@@ -59,7 +65,9 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
     """Fill in every default of the chosen model, representation and task.
 
     The result names each component by its registered name and lists all of
-    its hyper-parameters, so it reproduces the run on its own.
+    its hyper-parameters (those that follow from others too, such as a
+    regression's readout per target), so it reproduces the run on its own.
+    A model's ``tied_params`` are made equal to the representation's.
     """
     registry = registry or get_registry()
     config = deep_merge(DEFAULT_CONFIG, config)
@@ -74,17 +82,8 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
             f"not {asked!r}; remove representation.name from the config or choose another model"
         )
     model_params = model_spec.resolve_params(_params(config["model"]))
-    representation_overrides = _params(config["representation"])
-    if "cutoff_radius" in model_params and "cutoff_radius" in representation_spec.defaults:
-        # one cutoff for the graph and the model's smooth envelope
-        if "cutoff_radius" in representation_overrides and "cutoff_radius" in _params(config["model"]):
-            if float(representation_overrides["cutoff_radius"]) != float(model_params["cutoff_radius"]):
-                raise IncompatibleComponentsError(
-                    f"model.cutoff_radius={model_params['cutoff_radius']} and representation.cutoff_radius="
-                    f"{representation_overrides['cutoff_radius']} differ; they must be equal (set one of them)")
-        elif "cutoff_radius" in representation_overrides:
-            model_params["cutoff_radius"] = representation_overrides["cutoff_radius"]
-        representation_overrides["cutoff_radius"] = model_params["cutoff_radius"]
+    representation_overrides = _tie_params(model_spec, representation_spec, model_params,
+                                           _params(config["model"]), _params(config["representation"]))
     config["model"] = {"name": model_spec.name, **model_params}
     config["representation"] = {"name": representation_spec.name,
                                 **representation_spec.resolve_params(representation_overrides)}
@@ -92,31 +91,67 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
     return config
 
 
-def required_targets(config: Mapping[str, Any]) -> list[str]:
-    """Sample keys the configured task needs in every sample."""
-    task_spec = get_registry().task(config["task"]["name"])
-    targets = list(task_spec.required_targets)
-    if config["task"].get("targets"):
-        chosen = config["task"]["targets"]
-        targets += [chosen] if isinstance(chosen, str) else list(chosen)
-    return list(dict.fromkeys(targets))
+def _tie_params(model_spec: ModelSpec, representation_spec: ComponentSpec, model_params: dict[str, Any],
+                model_overrides: Mapping[str, Any], representation_overrides: dict[str, Any]) -> dict[str, Any]:
+    """Make each of the model's ``tied_params`` equal to its representation parameter (in place).
+
+    Setting either key sets both; setting both to different values is an
+    error naming the two keys. Returns the representation's overrides.
+    """
+    for model_key, representation_key in model_spec.tied_params.items():
+        if representation_spec.defaults and representation_key not in representation_spec.defaults:
+            raise IncompatibleComponentsError(
+                f"model {model_spec.name!r} (from {model_spec.distribution}) ties model.{model_key} to "
+                f"representation.{representation_key}, but representation {representation_spec.name!r} (from "
+                f"{representation_spec.distribution}) has no hyper-parameter {representation_key!r} (it has "
+                f"{', '.join(representation_spec.defaults)}); report it to the model plugin's authors")
+        if representation_key in representation_overrides and model_key in model_overrides:
+            if not _same_value(representation_overrides[representation_key], model_params[model_key]):
+                raise IncompatibleComponentsError(
+                    f"model.{model_key}={model_params[model_key]} and representation.{representation_key}="
+                    f"{representation_overrides[representation_key]} differ; they must be equal (set one of them)")
+        elif representation_key in representation_overrides:
+            model_params[model_key] = representation_overrides[representation_key]
+            model_spec.check_params({model_key: model_params[model_key]}, section="model")
+        representation_overrides[representation_key] = model_params[model_key]
+    return representation_overrides
 
 
-def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: str | None = None) -> Run:
-    """Build backbone, representation, task and data module from a resolved config."""
+def _same_value(first: Any, second: Any) -> bool:
+    if is_number(first) and is_number(second):
+        return float(first) == float(second)
+    return first == second
+
+
+def required_targets(config: Mapping[str, Any], registry: Registry | None = None) -> list[str]:
+    """Sample keys the configured task needs in every sample (its spec's declaration)."""
+    task_spec = (registry or get_registry()).task(config["task"]["name"])
+    assert isinstance(task_spec, TaskSpec)
+    return task_spec.targets_for(_params(config["task"]))
+
+
+def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: str | None = None,
+              registry: Registry | None = None) -> Run:
+    """Build backbone, representation, task and data module from a resolved config.
+
+    The backbone is checked against the contract (:func:`check_backbone_contract`)
+    on a small batch of the data module's training split, so a model that
+    does not keep it stops here, named, before any training.
+    """
     from matsciml.training.datamodule import MatSciDataModule
 
-    registry = get_registry()
+    registry = registry or get_registry()
     model_spec = registry.model(config["model"]["name"])
     representation_spec = registry.representation(config["representation"]["name"])
     task_spec = registry.task(config["task"]["name"])
     backbone = model_spec.build(**_params(config["model"]))
+    check_backbone_declarations(backbone, model_spec)
     representation = representation_spec.build(**_params(config["representation"]))
     # optimizer and scheduler are sections of their own, not task hyper-parameters
     task = task_spec.build(backbone, factory_kwargs={"optimizer": config.get("optimizer"),
                                                      "scheduler": config.get("scheduler")},
                            **_params(config["task"]))
-    targets = required_targets(config)
+    targets = required_targets(config, registry)
     data = config["data"]
     datamodule = MatSciDataModule(
         dataset=dataset or config["dataset"]["name"],
@@ -129,10 +164,133 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
         split_indices=split,
         dataset_options=config["dataset"].get("options") or {},
         skip_invalid=bool(data.get("skip_invalid", False)),
+        statistics_samples=data.get("statistics_samples"),
+        registry=registry,
     )
     datamodule.setup()
     _check_targets(datamodule, targets, config)
+    check_backbone_contract(backbone, model_spec, datamodule.example_batch())
     return Run(dict(config), backbone, representation, task, datamodule)
+
+
+# ---------------------------------------------------------------- the backbone contract
+_SEE_README = "see README 'Writing a plugin'"
+
+
+def _model_name(model_spec: ModelSpec) -> str:
+    """``model 'egnn' (matsciml-egnn 0.1.0)``: the model, its distribution and version."""
+    distribution = model_spec.distribution
+    if not distribution:
+        return f"model {model_spec.name!r}"
+    import importlib_metadata
+
+    try:
+        version = importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return f"model {model_spec.name!r} ({distribution})"
+    return f"model {model_spec.name!r} ({distribution} {version})"
+
+
+def check_backbone_declarations(backbone: Any, model_spec: ModelSpec) -> None:
+    """The built backbone declares its spec's ``representation`` and its output widths.
+
+    Raises:
+        IncompatibleComponentsError: one line naming the model, its
+            distribution and what is wrong.
+    """
+    from matsciml.tasks.base import backbone_widths
+
+    who = _model_name(model_spec)
+    declared = getattr(backbone, "representation", None)
+    if not isinstance(declared, str):
+        raise IncompatibleComponentsError(
+            f"{who}: the built model has no attribute 'representation' naming the representation its batches "
+            f"come from ({model_spec.representation!r}, as its spec says); {_SEE_README}")
+    if normalize_name(declared) != normalize_name(model_spec.representation):
+        raise IncompatibleComponentsError(
+            f"{who}: the built model declares representation {declared!r} but its spec says "
+            f"{model_spec.representation!r}; they must be the same; {_SEE_README}")
+    try:
+        backbone_widths(backbone)
+    except MatscimlError as exc:
+        raise IncompatibleComponentsError(f"{who}: {exc}") from None
+
+
+def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) -> None:
+    """A built backbone keeps the contract of :class:`matsciml.interfaces.Backbone` on ``batch``.
+
+    Checks the declarations (:func:`check_backbone_declarations`), then runs
+    ``forward`` once, in eval mode and without gradients (so no state of the
+    model changes), on ``batch`` (a small batch of the run's own data): it
+    must return a :class:`~matsciml.interfaces.BackboneOutput` whose
+    ``atom_features`` are floating point ``[num_atoms_total, embedding_dim]``
+    and whose ``structure_features`` are ``[num_structures,
+    structure_embedding_dim]`` exactly when the model declares that width.
+    ``batch`` None (no readable sample) checks the declarations only.
+
+    Raises:
+        IncompatibleComponentsError: one line naming the model, its
+            distribution and what is wrong.
+    """
+    import torch
+
+    from matsciml.interfaces import BackboneOutput
+
+    check_backbone_declarations(backbone, model_spec)
+    if batch is None:
+        return
+    who = _model_name(model_spec)
+
+    def fail(problem: str) -> IncompatibleComponentsError:
+        return IncompatibleComponentsError(f"{who}: {problem}; {_SEE_README}")
+
+    width = int(backbone.embedding_dim)
+    structure_width = getattr(backbone, "structure_embedding_dim", None)
+    training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            output = backbone(batch)
+    except MatscimlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's forward may raise anything
+        message = " ".join(str(exc).split())
+        raise fail(f"forward failed on a batch of {batch.num_structures} structures of the run's data "
+                   f"({type(exc).__name__}: {message})") from exc
+    finally:
+        backbone.train(training)
+    if not isinstance(output, BackboneOutput):
+        raise fail(f"forward returned a {type(output).__name__}, not matsciml.interfaces.BackboneOutput")
+    num_atoms = int(batch.atomic_numbers.shape[0])
+    problem = _feature_problem("atom_features", output.atom_features, (num_atoms, width),
+                               f"[num_atoms_total, embedding_dim] = [{num_atoms}, {width}]")
+    if problem:
+        raise fail(problem)
+    features = output.structure_features
+    if features is None and structure_width is not None:
+        raise fail(f"it declares structure_embedding_dim={structure_width} but forward returned no "
+                   f"structure_features")
+    if features is not None and structure_width is None:
+        raise fail("forward returned structure_features but the model declares no structure_embedding_dim; "
+                   "set it to their width")
+    if features is not None:
+        problem = _feature_problem("structure_features", features, (batch.num_structures, int(structure_width)),
+                                   f"[num_structures, structure_embedding_dim] = "
+                                   f"[{batch.num_structures}, {structure_width}]")
+        if problem:
+            raise fail(problem)
+
+
+def _feature_problem(name: str, value: Any, shape: tuple[int, int], expected: str) -> str | None:
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return f"BackboneOutput.{name} is a {type(value).__name__}, not a torch.Tensor"
+    if tuple(value.shape) != shape:
+        return f"forward returned {name} of shape {list(value.shape)} for this batch, expected {expected}"
+    if not value.is_floating_point():
+        return f"forward returned {name} of dtype {value.dtype}, not floating point"
+    return None
 
 
 def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any]) -> None:
@@ -230,7 +388,7 @@ def _quiet_lightning() -> None:
             logger.addFilter(_DropAdvertisements())
 
 
-def train(config: Mapping[str, Any]) -> TrainResult:
+def train(config: Mapping[str, Any], registry: Registry | None = None) -> TrainResult:
     """Train the configured model on the configured dataset and task.
 
     Writes into the run directory: ``config.yaml`` (resolved), ``split.json``,
@@ -239,14 +397,17 @@ def train(config: Mapping[str, Any]) -> TrainResult:
     of the best checkpoint beside the trivial baseline; samples skipped under
     ``data.skip_invalid``). A run that fails (a non-finite loss, an invalid
     sample) raises, and its ``metrics.json`` says ``failed`` with the error.
+
+    Components are looked up in ``registry`` (the process's by default).
     """
     import pytorch_lightning as pl
 
     _quiet_lightning()
-    config = resolve_config(config)
+    registry = registry or get_registry()
+    config = resolve_config(config, registry)
     check_trainer_options(config["trainer"])  # before the model is built and the run directory written
     pl.seed_everything(int(config["run"]["seed"]), workers=True, verbose=False)
-    run = build_run(config)
+    run = build_run(config, registry=registry)
     run_dir = _run_dir(config)
     (run_dir / "config.yaml").write_text(dump_config(config))
     split = run.datamodule.split
@@ -267,8 +428,8 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     split = run.datamodule.split
-    train_samples = run.datamodule.samples("train", limit=config["data"].get("statistics_samples"))
-    run.task.fit_statistics(train_samples)
+    # before the trainer exists, so a sample that fails here ends the run before any epoch
+    run.task.fit_statistics_from(run.datamodule)
     run.task.run_record = {"config": config, "split": split.to_json(), "matsciml_version": __version__}
 
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-{epoch}",
@@ -287,7 +448,8 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
     if best is not None:
         run.task.load_state_dict(read_checkpoint(best)["state_dict"])
     metrics = evaluate_task(run.task, run.datamodule, "val", trainer_options=config["trainer"])
-    baseline = run.task.baseline_metrics(train_samples, run.datamodule.samples("val"))
+    # streamed: every validation structure counts, none is kept
+    baseline = run.task.baseline_from(run.datamodule, "val")
     skipped = _skipped_summary(run)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics,
                          baseline=baseline, epochs=int(trainer.current_epoch), skipped_invalid=skipped)
@@ -318,12 +480,15 @@ class LoadedRun:
     run: Run
 
 
-def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) -> LoadedRun:
+def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None,
+                    registry: Registry | None = None) -> LoadedRun:
     """Rebuild a trained task from a checkpoint written by :func:`train`.
 
     The checkpoint carries the resolved config and the split, so nothing
     else is needed; ``dataset`` evaluates on another dataset instead.
+    Components are looked up in ``registry`` (the process's by default).
     """
+    registry = registry or get_registry()
     path = Path(path)
     checkpoint = read_checkpoint(path)
     record = checkpoint.get("matsciml")
@@ -332,7 +497,7 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) ->
                             f"and split); give a checkpoint written by `matsciml train`")
     config = record["config"]
     try:
-        check_config(config, get_registry())
+        check_config(config, registry)
         split = Split.from_json(record["split"])
     except MatscimlError as exc:
         raise MatscimlError(f"{path}: the run record in this checkpoint is not valid ({exc}); it was damaged or "
@@ -340,7 +505,7 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None) ->
     except (ValueError, KeyError, TypeError) as exc:
         raise MatscimlError(f"{path}: the split recorded in this checkpoint is not valid "
                             f"({type(exc).__name__}: {exc}); use another checkpoint of the run") from None
-    run = build_run(config, split=None if dataset else split, dataset=dataset)
+    run = build_run(config, split=None if dataset else split, dataset=dataset, registry=registry)
     run.task.load_state_dict(checkpoint["state_dict"])
     run.task.run_record = record
     return LoadedRun(config=config, split=split, task=run.task, run=run)

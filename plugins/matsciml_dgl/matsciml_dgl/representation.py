@@ -17,7 +17,8 @@ Graph format (what models of ``dgl-graph`` may rely on):
 Positions are deliberately not stored in the graph: ``batch.pos`` is the one
 source of truth, so that a task can set ``requires_grad`` on it and get
 forces as -dE/dpos by autograd. A model computes edge vectors from
-``batch.pos`` with the formula above; ``dgl.batch`` offsets node ids, so
+``batch.pos`` with :func:`matsciml.nn.edge_vectors` (the formula above;
+:func:`edge_vectors` here applies it to a batch); ``dgl.batch`` offsets node ids, so
 ``src`` and ``dst`` of the batched graph index ``batch.pos`` directly.
 
 Per-sample work is one neighbour search (:mod:`matsciml.neighbors`) and
@@ -33,6 +34,7 @@ import dgl
 import numpy as np
 import torch
 
+from matsciml.nn import geometry
 from matsciml.batch import Batch, collate_structures
 from matsciml.data.schema import Sample
 from matsciml.neighbors import radius_graph
@@ -129,8 +131,10 @@ class DGLGraphRepresentation:
 def edge_vectors(batch: Batch) -> torch.Tensor:
     """``[num_edges, 3]`` edge vectors ``pos[src] + shift - pos[dst]`` in Å, from ``batch.pos``.
 
-    A helper for models and tests; differentiable with respect to ``batch.pos``.
+    A helper for models and tests that hands the batched graph's edges to
+    the one formula, :func:`matsciml.nn.edge_vectors`; differentiable with
+    respect to ``batch.pos``.
     """
     graph: Any = batch.inputs
     src, dst = graph.edges()
-    return batch.pos[src] + graph.edata["shift"].to(batch.pos.dtype) - batch.pos[dst]
+    return geometry.edge_vectors(batch.pos, src, dst, graph.edata["shift"])
