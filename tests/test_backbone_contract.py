@@ -133,7 +133,7 @@ def _batch() -> Batch:
     (IntegerFeatures, "forward returned atom_features of dtype torch.int64, not floating point"),
     (UndeclaredStructureFeatures, "forward returned structure_features but the model declares no "
                                   "structure_embedding_dim; set it to their width"),
-    (MissingStructureFeatures, "it declares structure_embedding_dim=3 but forward returned no structure_features"),
+    (MissingStructureFeatures, "the model declares structure_embedding_dim=3 but forward returned no structure_features"),
     (StructureFeaturesPerAtom, "forward returned structure_features of shape [5, 3] for this batch, expected "
                                "[num_structures, structure_embedding_dim] = [2, 3]"),
     (OtherRepresentation, "the built model declares representation 'dgl-graph' but its spec says 'toy-points'"),

@@ -75,3 +75,43 @@ class Backbone(Protocol):
     embedding_dim: int
 
     def forward(self, batch: Batch) -> BackboneOutput: ...
+
+
+def output_problems(backbone: Any, output: Any, num_atoms: int, num_structures: int) -> list[str]:
+    """What breaks the backbone contract in ``output``, returned by ``backbone`` on a batch of
+    ``num_atoms`` atoms in ``num_structures`` structures; empty when nothing does.
+
+    The one statement of the output contract: the pipeline checks a built
+    model with it (``matsciml.training.run``) and so does the conformance kit
+    (``matsciml.testing.check_backbone``).
+    """
+    if not isinstance(output, BackboneOutput):
+        return [f"forward returned a {type(output).__name__}, not matsciml.interfaces.BackboneOutput"]
+    problems = []
+    width = getattr(backbone, "embedding_dim", None)
+    structure_width = getattr(backbone, "structure_embedding_dim", None)
+    problems += _feature_problems("atom_features", output.atom_features, num_atoms, width,
+                                  "[num_atoms_total, embedding_dim]")
+    features = output.structure_features
+    if features is None and structure_width is not None:
+        problems.append(f"the model declares structure_embedding_dim={structure_width} but forward returned "
+                        f"no structure_features")
+    elif features is not None and structure_width is None:
+        problems.append("forward returned structure_features but the model declares no "
+                        "structure_embedding_dim; set it to their width")
+    elif features is not None:
+        problems += _feature_problems("structure_features", features, num_structures, structure_width,
+                                      "[num_structures, structure_embedding_dim]")
+    return problems
+
+
+def _feature_problems(name: str, value: Any, rows: int, width: Any, layout: str) -> list[str]:
+    if not isinstance(value, torch.Tensor):
+        return [f"BackboneOutput.{name} is a {type(value).__name__}, not a torch.Tensor"]
+    expected = (rows, width)
+    if value.ndim != 2 or tuple(value.shape) != expected:
+        return [f"forward returned {name} of shape {list(value.shape)} for this batch, expected {layout} = "
+                f"[{rows}, {width}]"]
+    if not value.is_floating_point():
+        return [f"forward returned {name} of dtype {value.dtype}, not floating point"]
+    return []

@@ -71,7 +71,7 @@ import torch
 
 from matsciml.batch import Batch
 from matsciml.data.schema import Sample
-from matsciml.interfaces import BackboneOutput
+from matsciml.interfaces import BackboneOutput, output_problems
 from matsciml.specs import ComponentSpec, ModelSpec, RepresentationSpec
 from matsciml.testing.physics import (
     finite_difference_forces,
@@ -472,18 +472,15 @@ def _output_contract(subject: _Subject) -> tuple[str, str, bool]:
     batch, output = subject.forward(samples)
     num_atoms, num_structures = int(batch.pos.shape[0]), batch.num_structures
     if not isinstance(output, BackboneOutput):
-        shown = _describe(output)
-        if isinstance(output, torch.Tensor):
-            shown = f"{type(output).__name__} {shown}"
-        return FAILED, (f"forward returned {shown}, not a matsciml.interfaces.BackboneOutput; return "
-                        f"BackboneOutput(atom_features=[N, D] tensor, structure_features=[B, Ds] or None)"), False
-    problems: list[str] = []
+        return FAILED, "; ".join(output_problems(subject.model, output, num_atoms, num_structures)) + (
+            "; return BackboneOutput(atom_features=[N, D] tensor, structure_features=[B, Ds] or None)"), False
     atom, structure = output.atom_features, output.structure_features
     usable = (isinstance(atom, torch.Tensor) and atom.is_floating_point() and atom.ndim == 2
               and atom.shape[0] == num_atoms
               and (structure is None or (isinstance(structure, torch.Tensor) and structure.is_floating_point()
                                          and structure.ndim == 2 and structure.shape[0] == num_structures)))
     model = subject.model
+    problems: list[str] = []
     declared = getattr(model, "representation", None)
     if declared != subject.model_spec.representation:
         problems.append(f"model.representation is {declared!r} but its spec names "
@@ -492,17 +489,11 @@ def _output_contract(subject: _Subject) -> tuple[str, str, bool]:
     if not isinstance(embedding_dim, int) or isinstance(embedding_dim, bool) or embedding_dim < 1:
         problems.append(f"model.embedding_dim is {embedding_dim!r}, not a positive integer "
                         f"(the width of atom_features)")
-        embedding_dim = None
-    problems += _tensor_problems("atom_features", atom, (num_atoms, embedding_dim), subject.dtype)
-    structure_dim = getattr(model, "structure_embedding_dim", None)
-    if structure_dim is None and structure is not None:
-        problems.append(f"structure_features {_describe(structure)} returned but model.structure_embedding_dim "
-                        f"is not declared")
-    elif structure_dim is not None and structure is None:
-        problems.append(f"model.structure_embedding_dim is {structure_dim!r} but structure_features is None")
-    elif structure_dim is not None:
-        problems += _tensor_problems("structure_features", structure, (num_structures, structure_dim),
-                                     subject.dtype)
+    problems += output_problems(model, output, num_atoms, num_structures)
+    for name, value in (("atom_features", atom), ("structure_features", structure)):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != subject.dtype:
+            problems.append(f"{name} has dtype {value.dtype} from a model cast to {subject.dtype}; compute in "
+                            f"the parameters' dtype")
     if usable:
         generator = torch.Generator().manual_seed(subject.seed + 1)
         width = int(atom.shape[1])
@@ -517,21 +508,6 @@ def _output_contract(subject: _Subject) -> tuple[str, str, bool]:
     shown = "none" if structure is None else _describe(structure)
     return PASSED, (f"BackboneOutput: atom_features {_describe(atom)}, structure_features {shown}; "
                     f"representation {declared!r}"), usable
-
-
-def _tensor_problems(name: str, value: Any, shape: tuple[int, int | None], dtype: torch.dtype) -> list[str]:
-    if not isinstance(value, torch.Tensor):
-        return [f"{name} is {_describe(value)}, not a tensor"]
-    problems = []
-    expected = tuple("D" if size is None else size for size in shape)
-    if value.ndim != 2 or value.shape[0] != shape[0] or (shape[1] is not None and value.shape[1] != shape[1]):
-        problems.append(f"{name} has shape {list(value.shape)}, expected {list(expected)}")
-    if not value.is_floating_point():
-        problems.append(f"{name} has dtype {value.dtype}, not a float type")
-    elif value.dtype != dtype:
-        problems.append(f"{name} has dtype {value.dtype} from a model cast to {dtype}; compute in the "
-                        f"parameters' dtype")
-    return problems
 
 
 def _finite_outputs(subject: _Subject) -> tuple[bool, str]:

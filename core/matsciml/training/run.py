@@ -234,7 +234,7 @@ def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) ->
     """
     import torch
 
-    from matsciml.interfaces import BackboneOutput
+    from matsciml.interfaces import output_problems
 
     check_backbone_declarations(backbone, model_spec)
     if batch is None:
@@ -244,8 +244,6 @@ def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) ->
     def fail(problem: str) -> IncompatibleComponentsError:
         return IncompatibleComponentsError(f"{who}: {problem}; {_SEE_README}")
 
-    width = int(backbone.embedding_dim)
-    structure_width = getattr(backbone, "structure_embedding_dim", None)
     training = backbone.training
     backbone.eval()
     try:
@@ -259,38 +257,9 @@ def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) ->
                    f"({type(exc).__name__}: {message})") from exc
     finally:
         backbone.train(training)
-    if not isinstance(output, BackboneOutput):
-        raise fail(f"forward returned a {type(output).__name__}, not matsciml.interfaces.BackboneOutput")
-    num_atoms = int(batch.atomic_numbers.shape[0])
-    problem = _feature_problem("atom_features", output.atom_features, (num_atoms, width),
-                               f"[num_atoms_total, embedding_dim] = [{num_atoms}, {width}]")
-    if problem:
-        raise fail(problem)
-    features = output.structure_features
-    if features is None and structure_width is not None:
-        raise fail(f"it declares structure_embedding_dim={structure_width} but forward returned no "
-                   f"structure_features")
-    if features is not None and structure_width is None:
-        raise fail("forward returned structure_features but the model declares no structure_embedding_dim; "
-                   "set it to their width")
-    if features is not None:
-        problem = _feature_problem("structure_features", features, (batch.num_structures, int(structure_width)),
-                                   f"[num_structures, structure_embedding_dim] = "
-                                   f"[{batch.num_structures}, {structure_width}]")
-        if problem:
-            raise fail(problem)
-
-
-def _feature_problem(name: str, value: Any, shape: tuple[int, int], expected: str) -> str | None:
-    import torch
-
-    if not isinstance(value, torch.Tensor):
-        return f"BackboneOutput.{name} is a {type(value).__name__}, not a torch.Tensor"
-    if tuple(value.shape) != shape:
-        return f"forward returned {name} of shape {list(value.shape)} for this batch, expected {expected}"
-    if not value.is_floating_point():
-        return f"forward returned {name} of dtype {value.dtype}, not floating point"
-    return None
+    problems = output_problems(backbone, output, int(batch.atomic_numbers.shape[0]), batch.num_structures)
+    if problems:
+        raise fail("; ".join(problems))
 
 
 def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any]) -> None:
