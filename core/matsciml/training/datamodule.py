@@ -85,18 +85,19 @@ class CheckedReader:
 
     def name(self, index: int) -> str:
         """``"sample 17 of data/lips.lmdb"`` (the index within its file)."""
+        local_index, source = self._where(index)
+        return f"sample {local_index} of {source}"
+
+    def _where(self, index: int) -> tuple[int, str]:
+        """``(index within its file, file)`` for datasets that name files, else the dataset's own name."""
         describe = getattr(self.dataset, "describe", None)
-        if describe is not None:
-            local_index, source = describe(index)
-            return f"sample {local_index} of {source}"
-        return f"sample {index} of {self.dataset_name}"
+        return describe(index) if describe is not None else (index, self.dataset_name)
 
     def read(self, index: int) -> dict[str, Any] | ReadFailure:
         try:
             sample = self.dataset[index]
             if self.validate:
-                local_index, source = (self.dataset.describe(index) if hasattr(self.dataset, "describe")
-                                       else (index, self.dataset_name))
+                local_index, source = self._where(index)
                 sample = validate_sample(sample, index=local_index, source=source)
         except (InvalidSampleError, DatasetFormatError) as exc:
             return ReadFailure(self.name(index), str(exc))
