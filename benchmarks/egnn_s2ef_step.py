@@ -69,7 +69,7 @@ def time_steps(task: S2EFTask, batches: list, steps: int) -> tuple[float, float]
     def step(batch) -> None:
         batch.pos.requires_grad_(False)
         prediction = task.predict(batch)
-        loss, _ = task.loss_and_metrics(batch, prediction)
+        loss = task.loss(batch, prediction)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -19,6 +19,11 @@ It writes two files (matsciml LMDB format, see matsciml.data.storage):
   of a second, disjoint set of systems, with the EMT ``energy`` and raw
   ``forces`` of each frame.
 
+Every sample carries its ``system_id`` (and ``metal``, ``facet``, ``adsorbate``,
+``site``; S2EF frames their ``frame``), declared as per-structure annotations,
+not targets; both files record ``group_key: system_id``, so that splits keep
+the frames of one system in one part.
+
 Everything is drawn from one seed, so rerunning with the same arguments and
 the same ASE/numpy versions regenerates the same data. To regenerate the
 shipped files, from the repository root::
@@ -344,10 +349,22 @@ def provenance(args: argparse.Namespace, lattice_constants: dict[str, float], **
     }
 
 
+GROUP_KEY = "system_id"
+"""Frames of one system share its id: splits keep a system in one part (metadata ``group_key``)."""
+ANNOTATIONS: dict[str, dict[str, str]] = {
+    **{key: {"role": "structure", "arity": "structure"} for key in ("system_id", "frame")},
+    # text is always per structure (a declared arity would make validation expect numbers)
+    **{key: {"role": "structure"} for key in ("metal", "facet", "adsorbate", "site")},
+}
+"""What each sample says about its system: per-structure descriptions, never targets."""
+
+
 def write(path: Path, samples: list[Sample], *, name: str, description: str,
           provenance_record: dict[str, object]) -> None:
-    with DatasetWriter(path, name=name, description=description, provenance=provenance_record,
-                       overwrite=True) as writer:
+    fields = {key: declaration for key, declaration in ANNOTATIONS.items() if key in samples[0]}
+    units = {key: "" for key in ("system_id", "frame") if key in samples[0]}  # ids and counts: dimensionless
+    with DatasetWriter(path, name=name, description=description, provenance=provenance_record, units=units,
+                       overwrite=True, fields=fields, group_key=GROUP_KEY) as writer:
         for index, sample in enumerate(samples):
             writer.append(sample, index=index, source=name)
 

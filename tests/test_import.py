@@ -658,7 +658,7 @@ def test_regression_on_partial_charges_trains(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
-    mae, global_mean = result["metrics"]["charges_mae"], result["baseline"]["charges_mae"]
+    mae, global_mean = result["metrics"]["charges_mae"], result["baselines"]["mean"]["charges_mae"]
 
     # the per-element mean over the training split, scored on the validation split
     split = Split.load(Path(result["run_dir"]) / "split.json")
@@ -674,6 +674,8 @@ def test_regression_on_partial_charges_trains(tmp_path):
     print("charges:", json.dumps({"model": mae, "per_element_mean": per_element, "global_mean": global_mean}))
     assert mae < 0.5 * global_mean
     assert mae < per_element
+    # the composition baseline of a per-atom target is exactly the per-element training mean
+    assert result["baselines"]["composition"]["charges_mae"] == pytest.approx(per_element, rel=1e-5)
 
 
 def test_model_inputs_reach_training_batches(charged_file, tmp_path):

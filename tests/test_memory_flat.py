@@ -76,9 +76,11 @@ def test_statistics_read_a_capped_seeded_sample_and_baselines_stream(toy_registr
     assert len(first) == CAP and set(first) <= set(datamodule.split["train"])
     assert watch.peak <= 2
     watch.reads.clear()
-    baseline = task.baseline_from(datamodule, "val")
+    baselines = task.baseline_from(datamodule, "val")
     assert sorted(watch.reads) == sorted(first + datamodule.split["val"])  # the same sample, then every val one
-    assert watch.peak <= 2 and np.isfinite(list(baseline.values())).all()
+    assert watch.peak <= BATCH_SIZE + 1  # the baselines score a batch's worth at a time
+    assert set(baselines) == {"mean", "composition"}
+    assert all(np.isfinite(list(metrics.values())).all() for metrics in baselines.values())
 
 
 def test_training_holds_a_few_batches_not_a_split(toy_registry, tmp_path: Path, monkeypatch) -> None:
@@ -105,7 +107,7 @@ def test_training_holds_a_few_batches_not_a_split(toy_registry, tmp_path: Path, 
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         f"run.dir={tmp_path}", "run.name=flat"])
     result = train(config, toy_registry)
-    assert result.metrics and result.baseline
+    assert result.metrics and result.baselines
     assert len(watch.reads) > NUM_SAMPLES  # every sample was read, the validation ones several times
     assert statistics_reads == [1] * (2 * CAP)  # statistics, then the baseline's training mean: CAP each
     assert watch.peak <= 3 * BATCH_SIZE, watch.peak  # far below the cap (16) and the validation split (80)

@@ -7,13 +7,14 @@ string and imported only when built.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from matsciml.datasets import DEVSETS, open_devset
 from matsciml.errors import MatscimlError
-from matsciml.fields import UnknownFieldError, field_spec
+from matsciml.fields import FieldSpec, UnknownFieldError, field_spec
 from matsciml.hookspecs import hookimpl
 from matsciml.specs import DatasetSpec, TaskSpec, as_yaml
 
@@ -31,33 +32,35 @@ _HEAD_CHOICES = {"activation": ("silu", "relu", "gelu", "tanh", "softplus2")}
 READOUTS = ("sum", "mean")
 """How property regression pools atom features into a per-structure value."""
 
-EXTENSIVE_TARGETS = frozenset({"energy", "free_energy", "relaxed_energy", "magmom"})
-"""Registered per-structure targets that are totals over the atoms (eV, μB): their readout defaults to ``sum``.
 
-Every other per-structure target defaults to ``mean`` (band gaps, energies per
-atom, Fermi levels are intensive). A per-atom target (partial charges) is
-predicted atom by atom and has no readout.
-"""
-
-
-def resolve_readouts(targets: Sequence[str], readout: str | Mapping[str, str] | None) -> dict[str, str]:
+def resolve_readouts(targets: Sequence[str], readout: str | Mapping[str, str] | None,
+                     metadata: Mapping[str, Any] | None = None, *, note: bool = True) -> dict[str, str]:
     """The readout of each per-structure regression target: ``{target: "sum" | "mean"}``.
 
     Args:
         targets: the regression targets.
         readout: one readout for every target, a mapping from some targets to
-            theirs, or None; a target without one gets ``sum`` when it is one
-            of :data:`EXTENSIVE_TARGETS`, else ``mean``.
+            theirs, or None. A target without one gets the readout its field
+            declaration implies (:attr:`matsciml.fields.FieldSpec.extensive`,
+            from the registry, else ``metadata`` or the datasets opened in this
+            process): ``sum`` when it is extensive (a total over the atoms:
+            energy, magnetic moment), ``mean`` when it is intensive (band gap,
+            energy per atom). An undeclared key gets ``mean``.
+        metadata: the dataset's metadata, for its own keys.
+        note: say on standard error, once per call, which targets got
+            ``mean`` for want of a declaration.
 
-    Registered per-atom targets (``charges``, ``forces``...) are left out:
-    they are predicted per atom, not pooled, and naming one in ``readout`` is
-    an error.
+    Per-atom targets (``charges``, ``forces``, a dataset's per-atom keys...)
+    are left out: they are predicted per atom, not pooled, and naming one in
+    ``readout`` is an error.
     """
+    specs = {target: _declaration(target, metadata) for target in targets}
+    per_atom = {target for target, spec in specs.items() if spec is not None and spec.per_atom}
     chosen: dict[str, Any]
     if readout is None:
         chosen = {}
     elif isinstance(readout, str):
-        chosen = {target: readout for target in targets if not _registered_per_atom(target)}
+        chosen = {target: readout for target in targets if target not in per_atom}
     elif isinstance(readout, Mapping):
         chosen = dict(readout)
     else:
@@ -70,26 +73,45 @@ def resolve_readouts(targets: Sequence[str], readout: str | Mapping[str, str] | 
         if value not in READOUTS:
             raise MatscimlError(f"task.readout.{target}={as_yaml(value)} is not valid: expected sum (extensive: "
                                 f"totals) or mean (intensive); e.g. task.readout.{target}=mean")
-        if _registered_per_atom(target):
+        if target in per_atom:
             raise MatscimlError(f"task.readout names {target!r}, a per-atom target: it is predicted atom by atom, "
                                 f"not pooled; remove it from task.readout")
-    return {target: chosen.get(target, "sum" if target in EXTENSIVE_TARGETS else "mean")
-            for target in targets if not _registered_per_atom(target)}
+    resolved = {}
+    for target in targets:
+        if target in per_atom:
+            continue
+        spec = specs[target]
+        extensive = None if spec is None else spec.extensive
+        if target in chosen:
+            resolved[target] = chosen[target]
+        else:
+            resolved[target] = "mean" if extensive is None else ("sum" if extensive else "mean")
+            if extensive is None and note:
+                print(f"matsciml: note: task target {target!r} has no extensive/intensive declaration; using "
+                      f"readout mean (set task.readout.{target}=sum for a total, or declare it at conversion: "
+                      f"--field {target}=extensive or --field {target}=intensive)", file=sys.stderr)
+    return resolved
 
 
-def _registered_per_atom(target: str) -> bool:
+def _declaration(target: str, metadata: Mapping[str, Any] | None) -> FieldSpec | None:
+    """The field declaration of a target (registry, ``metadata``, datasets opened here), or None if there is none."""
     try:
-        return field_spec(target).per_atom
+        return field_spec(target, metadata)
     except UnknownFieldError:
-        return False  # a dataset's own key: its metadata says, once the dataset is open
+        return None  # a dataset's own key whose dataset is not open yet (its metadata says, once it is)
 
 
-def complete_regression_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def complete_regression_params(params: Mapping[str, Any], metadata: Mapping[str, Any] | None = None, *,
+                               note: bool = True) -> dict[str, Any]:
     """Property regression's hyper-parameters with ``targets`` checked and one readout per target.
 
     Targets are required: a regression of a property nobody named would be a
     guess (energies have their own tasks, ``is2re`` and ``s2ef``, with
-    per-element references).
+    per-element references). The readouts are resolved by
+    :func:`resolve_readouts` (``metadata`` and ``note`` are passed on): when
+    a config is resolved, :func:`matsciml.training.run.resolve_config` has
+    declared the dataset's own keys in this process first, so a key declared
+    ``--field KEY=extensive`` at conversion gets ``sum`` in the printed config.
     """
     targets = params.get("targets")
     if isinstance(targets, str):
@@ -100,7 +122,8 @@ def complete_regression_params(params: Mapping[str, Any]) -> dict[str, Any]:
                             f"to predict; e.g. task.targets=[band_gap,formation_energy_per_atom]")
     if len(set(targets)) != len(targets):
         raise MatscimlError(f"task.targets={list(targets)!r} names a key twice; list each target once")
-    return {**params, "targets": list(targets), "readout": resolve_readouts(targets, params.get("readout"))}
+    return {**params, "targets": list(targets),
+            "readout": resolve_readouts(targets, params.get("readout"), metadata, note=note)}
 
 
 @hookimpl
@@ -126,15 +149,18 @@ def matsciml_tasks() -> list[TaskSpec]:
             summary="Structure to energy and forces (OC20 S2EF): E as a sum of per-atom terms, "
                     "forces = -dE/dpos by autograd, weighted L1 loss",
             factory="matsciml.tasks.s2ef:S2EFTask",
-            defaults={"energy_weight": 1.0, "force_weight": 3.0, "reference_energies": True, **_HEAD_DEFAULTS},
+            defaults={"energy_weight": 1.0, "force_weight": 3.0, "force_loss_atoms": "free",
+                      "reference_energies": True, **_HEAD_DEFAULTS},
             param_help={
                 "energy_weight": "weight of the per-atom energy L1 term (in units of the force RMS)",
                 "force_weight": "weight of the force-component L1 term (in units of the force RMS)",
+                "force_loss_atoms": "atoms the force loss covers: free (not held fixed; tag 0 counts as fixed "
+                                    "when a dataset has tags and no 'fixed'), as OC20 trains, or all",
                 "reference_energies": "fit per-element reference energies on the training split",
                 **_HEAD_HELP,
             },
             param_ranges={"energy_weight": ">=0", "force_weight": ">=0", **_HEAD_RANGES},
-            param_choices=_HEAD_CHOICES,
+            param_choices={"force_loss_atoms": ("free", "all"), **_HEAD_CHOICES},
             required_targets=("energy", "forces"),
         ),
         TaskSpec(
@@ -161,8 +187,8 @@ def matsciml_tasks() -> list[TaskSpec]:
                            "such as charges (predicted atom by atom)",
                 "loss": "l1 or mse, on targets normalised by training statistics",
                 "readout": "per-structure targets: pool atom features by sum (extensive) or mean (intensive); "
-                           "one value for all or {target: sum|mean}; default sum for total energies and "
-                           "moments, mean otherwise",
+                           "one value for all or {target: sum|mean}; default from the target's field "
+                           "declaration: sum if extensive (total energy, moment), mean if intensive or undeclared",
                 **_HEAD_HELP,
             },
             param_ranges=_HEAD_RANGES,

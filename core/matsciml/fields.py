@@ -9,6 +9,10 @@ name means is declared once, as a :class:`FieldSpec`:
   partial charges);
 - arity: ``"atom"`` (one row per atom, ``[N, ...]``) or ``"structure"``
   (one value per structure);
+- for a per-structure value, whether it is **extensive** (a total over the
+  atoms, which doubles in a structure twice the size: energy, total magnetic
+  moment) or **intensive** (the same in a bigger copy: band gap, energy per
+  atom); regression pools atom features by ``sum`` or ``mean`` accordingly;
 - trailing shape, dtype kind, unit and meaning.
 
 Validation, the metadata written at conversion, collation, statistics,
@@ -27,7 +31,8 @@ order, and nothing decides them from an array at read time:
    it writes (``metadata["keys"][name]["role"]`` and ``["arity"]``); a key
    the registry does not know gets its arity from its shapes then, once
    (``matsciml data convert --field KEY=atom|structure|input|target`` to
-   declare it instead);
+   declare it instead; ``--field KEY=extensive|intensive`` records
+   ``metadata["keys"][name]["extensive"]``);
 3. the fields of datasets opened in this process
    (:func:`declare_dataset_fields`), so that code handed bare samples (a
    representation's collate) can resolve a dataset's custom keys without
@@ -55,6 +60,7 @@ DTYPE_KINDS = ("float", "int", "bool")
 
 _ROLE_WORDS = {"structure": "structure annotation", "input": "model input", "target": "target"}
 _ARITY_WORDS = {"atom": "per-atom", "structure": "per-structure"}
+_EXTENT_WORDS = {True: "extensive", False: "intensive"}
 
 
 class UnknownFieldError(MatscimlError, LookupError):
@@ -83,6 +89,13 @@ class FieldSpec:
         unit: e.g. ``"eV/Å"``; ``""`` for a dimensionless number, None when
             unknown.
         meaning: one line for people (``matsciml data inspect``, the README).
+        extensive: for a per-structure value, True when it is extensive (a
+            sum over the atoms: a structure and a copy of it twice the size
+            have values x and 2x; total energy, total magnetic moment), False
+            when it is intensive (both have the same value: band gap, energy
+            per atom, Fermi level); None when not said, and always None for a
+            per-atom key. Property regression reads it for the default readout
+            of a target: ``sum`` for extensive, ``mean`` for intensive.
     """
 
     name: str
@@ -92,6 +105,7 @@ class FieldSpec:
     dtype: str | None = "float"
     unit: str | None = None
     meaning: str = ""
+    extensive: bool | None = None
 
     def __post_init__(self) -> None:
         where = f"field {self.name!r}"
@@ -108,6 +122,11 @@ class FieldSpec:
             if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape):
                 raise ValueError(f"{where}: shape {self.shape!r} is not a tuple of sizes (or None)")
             object.__setattr__(self, "shape", shape)
+        if self.extensive is not None and not isinstance(self.extensive, bool):
+            raise ValueError(f"{where}: extensive {self.extensive!r} is not True, False or None")
+        if self.extensive is not None and self.per_atom:
+            raise ValueError(f"{where}: a per-atom field is neither extensive nor intensive (it has a value per "
+                             f"atom, nothing to pool); leave extensive None")
 
     @property
     def per_atom(self) -> bool:
@@ -122,10 +141,11 @@ class FieldSpec:
         return "[" + ", ".join(dims) + "]" if dims else "scalar"
 
     def describe(self) -> str:
-        """``per-atom target in e (partial charge of each atom)``: role, arity, unit, meaning."""
+        """``per-atom target in e (partial charge of each atom)``: role, arity, unit, extent, meaning."""
         unit = "" if self.unit in (None, "") else f" in {self.unit}"
+        extent = "" if self.extensive is None else f", {_EXTENT_WORDS[self.extensive]}"
         meaning = f" ({self.meaning})" if self.meaning else ""
-        return f"{_ARITY_WORDS[self.arity]} {_ROLE_WORDS[self.role]}{unit}{meaning}"
+        return f"{_ARITY_WORDS[self.arity]} {_ROLE_WORDS[self.role]}{unit}{extent}{meaning}"
 
 
 # ---------------------------------------------------------------- the registry
@@ -262,7 +282,8 @@ def declare_dataset_fields(metadata: Mapping[str, Any], source: str | None = Non
             continue
         earlier = _DECLARED.get(name)
         if (earlier is not None and earlier[1] != source
-                and (earlier[0].role, earlier[0].arity) != (spec.role, spec.arity)):
+                and (earlier[0].role, earlier[0].arity, earlier[0].extensive)
+                != (spec.role, spec.arity, spec.extensive)):
             warnings.warn(
                 f"dataset {source} declares {name!r} as a {spec.describe()}, dataset {earlier[1]} opened earlier "
                 f"as a {earlier[0].describe()}; batches collated from now on in this process use the declaration "
@@ -273,17 +294,26 @@ def declare_dataset_fields(metadata: Mapping[str, Any], source: str | None = Non
 
 # ---------------------------------------------------------------- declarations at conversion
 _OPTION_WORDS = {"target": ("role", "target"), "input": ("role", "input"),
-                 "atom": ("arity", "atom"), "structure": ("arity", "structure")}
-_OPTION_HELP = ("use target or input (the role) and/or atom or structure (one value per atom or per "
-                "structure), comma-separated, e.g. --field total_charge=input or --field q=target,atom")
+                 "atom": ("arity", "atom"), "structure": ("arity", "structure"),
+                 "extensive": ("extent", "extensive"), "intensive": ("extent", "intensive")}
+_ASPECT_PLURALS = {"role": "roles", "arity": "arities", "extent": "extents"}
+EXTENTS = ("extensive", "intensive")
+"""The words of a declaration's ``extent``: a total over the atoms, or a value independent of the size."""
+_OPTION_HELP = ("use target or input (the role), atom or structure (one value per atom or per structure) and/or "
+                "extensive or intensive (a per-structure total over the atoms, or a value independent of the "
+                "size), comma-separated, e.g. --field total_charge=input, --field q=target,atom or "
+                "--field gap=target,intensive")
 
 
 def parse_field_option(text: str) -> tuple[str, dict[str, str]]:
     """One ``--field KEY=WORD[,WORD]`` option of ``matsciml data convert`` as ``(key, declaration)``.
 
-    The words are ``target`` or ``input`` (the role) and ``atom`` or
-    ``structure`` (the arity); ``"q=input,atom"`` gives
-    ``("q", {"role": "input", "arity": "atom"})``.
+    The words are ``target`` or ``input`` (the role), ``atom`` or
+    ``structure`` (the arity) and ``extensive`` or ``intensive`` (the
+    extent of a per-structure value, the default readout of a regression on
+    it: sum or mean); ``"q=input,atom"`` gives
+    ``("q", {"role": "input", "arity": "atom"})`` and ``"gap=intensive"``
+    ``("gap", {"extent": "intensive"})``.
 
     Raises:
         MatscimlError: naming the option, what is wrong and the words it takes.
@@ -295,41 +325,62 @@ def parse_field_option(text: str) -> tuple[str, dict[str, str]]:
     declaration: dict[str, str] = {}
     for word in (part.strip() for part in words.split(",")):
         if word not in _OPTION_WORDS:
-            raise MatscimlError(f"--field {text!r}: {word!r} is not a role or an arity; {_OPTION_HELP}")
+            raise MatscimlError(f"--field {text!r}: {word!r} is not a role or an arity, nor extensive or "
+                                f"intensive; {_OPTION_HELP}")
         aspect, value = _OPTION_WORDS[word]
         if declaration.get(aspect, value) != value:
-            raise MatscimlError(f"--field {text!r} gives two {'roles' if aspect == 'role' else 'arities'} "
+            raise MatscimlError(f"--field {text!r} gives two {_ASPECT_PLURALS[aspect]} "
                                 f"({declaration[aspect]} and {value}); give one")
         declaration[aspect] = value
     return key, declaration
 
 
 def check_declaration(name: str, declaration: Mapping[str, str]) -> dict[str, str]:
-    """A conversion-time declaration (``{"role": ..., "arity": ...}``, either optional) checked.
+    """A conversion-time declaration (``{"role": ..., "arity": ..., "extent": ...}``, each optional) checked.
 
-    Declaring a registered key again is allowed when it agrees with the
-    registry, so scripts may spell out what they rely on.
+    ``extent`` is ``"extensive"`` or ``"intensive"``; only a per-structure
+    value has one, so a declaration with an extent and no arity is returned
+    with ``"arity": "structure"`` (the word says what the shapes could only
+    guess). Declaring a registered key again is allowed when it agrees with
+    the registry, so scripts may spell out what they rely on.
 
     Raises:
         FieldConflictError: it contradicts the registered field (both named).
-        MatscimlError: an unknown aspect, role or arity.
+        MatscimlError: an unknown aspect, role, arity or extent, or an extent
+            declared for a per-atom key.
     """
-    unknown = sorted(set(declaration) - {"role", "arity"})
+    unknown = sorted(set(declaration) - {"role", "arity", "extent"})
     if unknown:
-        raise MatscimlError(f"declaration of {name!r}: {', '.join(unknown)} is not role or arity")
-    role, arity = declaration.get("role"), declaration.get("arity")
+        raise MatscimlError(f"declaration of {name!r}: {', '.join(unknown)} is not role, arity or extent")
+    role, arity, extent = declaration.get("role"), declaration.get("arity"), declaration.get("extent")
     if role is not None and role not in ROLES:
         raise MatscimlError(f"declaration of {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
     if arity is not None and arity not in ARITIES:
         raise MatscimlError(f"declaration of {name!r}: arity {arity!r} is not one of {', '.join(ARITIES)}")
+    if extent is not None and extent not in EXTENTS:
+        raise MatscimlError(f"declaration of {name!r}: extent {extent!r} is not one of {', '.join(EXTENTS)}")
     spec = _REGISTERED.get(name)
-    if spec is not None and (role not in (None, spec.role) or arity not in (None, spec.arity)):
+    extensive = None if extent is None else extent == "extensive"
+    if spec is not None and (role not in (None, spec.role) or arity not in (None, spec.arity)
+                             or extensive not in (None, spec.extensive)):
         said = " ".join(word for word in (arity and _ARITY_WORDS[arity], role and _ROLE_WORDS[role]) if word)
+        said = ", ".join(word for word in (said and _article(said), extent) if word)
         raise FieldConflictError(
-            f"{name!r} is declared a {said}, but it is a registered field ({_REGISTERED_BY[name]}): a "
+            f"{name!r} is declared {said}, but it is a registered field ({_REGISTERED_BY[name]}): a "
             f"{spec.describe()}; a registered key cannot be declared otherwise: drop the declaration, or rename "
             f"the key in the source files")
-    return dict(declaration)
+    if extent is not None and (arity or (spec.arity if spec is not None else None)) == "atom":
+        raise MatscimlError(
+            f"{name!r} is declared {extent} and per atom: only a per-structure value (one number per structure) "
+            f"is extensive or intensive; drop {extent}, or declare it structure")
+    checked = dict(declaration)
+    if extent is not None:
+        checked.setdefault("arity", "structure")
+    return checked
+
+
+def _article(words: str) -> str:
+    return f"an {words}" if words[:1] in ("a", "e", "i", "o", "u") else f"a {words}"
 
 
 def _dataset_name(metadata: Mapping[str, Any]) -> str:
@@ -360,6 +411,12 @@ def _check_recorded(spec: FieldSpec, info: Mapping[str, Any] | None, dataset: st
     # shapes for keys the schema did not know then (a 3-atom molecule's dipole looked per atom).
     role = info.get("role", spec.role)
     arity = info.get("arity", spec.arity)
+    extensive = info.get("extensive")
+    if isinstance(extensive, bool) and spec.extensive is not None and extensive != spec.extensive:
+        raise FieldConflictError(
+            f"dataset {dataset} records {spec.name!r} as {_EXTENT_WORDS[extensive]}, but the registered field "
+            f"{spec.name!r} ({_REGISTERED_BY.get(spec.name, 'the registry')}) is a {spec.describe()}; "
+            f"convert the data again, renaming the key in the source files")
     if role != spec.role or arity != spec.arity:
         recorded = f"{_ARITY_WORDS.get(arity, arity)} {_ROLE_WORDS.get(role, role)}"
         raise FieldConflictError(
@@ -394,7 +451,13 @@ def _spec_from_record(name: str, info: Mapping[str, Any], dataset: str) -> Field
         except TypeError:
             kind = None
     unit = info.get("unit")
-    return FieldSpec(name, role, arity, trailing, kind, unit if isinstance(unit, str) else None)
+    extensive = info.get("extensive")
+    if extensive is not None and (not isinstance(extensive, bool) or arity == "atom"):
+        raise UnknownFieldError(f"dataset {dataset} records extensive={extensive!r} for the {_ARITY_WORDS[arity]} "
+                                f"key {name!r}; only a per-structure key is extensive (true) or intensive "
+                                f"(false); convert the data again")
+    return FieldSpec(name, role, arity, trailing, kind, unit if isinstance(unit, str) else None,
+                     extensive=extensive)
 
 
 # ---------------------------------------------------------------- built-in fields
@@ -411,30 +474,37 @@ _register_builtins([
     FieldSpec("pbc", "structure", "structure", (3,), "bool", "", "periodic directions"),
     FieldSpec("tags", "structure", "atom", (), "int", "", "OC20 tags: 0 fixed subsurface, 1 surface, 2 adsorbate"),
     FieldSpec("fixed", "structure", "atom", (), "bool", "", "atoms held fixed in the source calculation"),
-    # the targets of the energy tasks
-    FieldSpec("energy", "target", "structure", (), "float", "eV", "total energy of the structure"),
+    # the targets of the energy tasks; per-structure targets say whether they are totals over the atoms
+    # (extensive) or not (intensive); per-atom fields leave it None
+    FieldSpec("energy", "target", "structure", (), "float", "eV", "total energy of the structure", extensive=True),
     FieldSpec("forces", "target", "atom", (3,), "float", "eV/Å", "force on each atom"),
-    FieldSpec("stress", "target", "structure", (3, 3), "float", "eV/Å³", "stress tensor"),
-    FieldSpec("relaxed_energy", "target", "structure", (), "float", "eV", "energy after relaxation (IS2RE target)"),
+    # stress is the energy's derivative per unit volume: the same for a supercell
+    FieldSpec("stress", "target", "structure", (3, 3), "float", "eV/Å³", "stress tensor", extensive=False),
+    FieldSpec("relaxed_energy", "target", "structure", (), "float", "eV", "energy after relaxation (IS2RE target)",
+              extensive=True),
     FieldSpec("free_energy", "target", "structure", (), "float", "eV",
-              "free energy of the structure (with electronic smearing)"),
+              "free energy of the structure (with electronic smearing)", extensive=True),
     # properties common in the field's data files (ASE calculator results, Materials Project)
     FieldSpec("energies", "target", "atom", (), "float", "eV", "energy of each atom"),
     FieldSpec("charges", "target", "atom", (), "float", "e", "partial charge of each atom"),
     FieldSpec("magmoms", "target", "atom", None, "float", "μB",
               "magnetic moment of each atom: [N] collinear or [N, 3] non-collinear"),
-    FieldSpec("magmom", "target", "structure", (), "float", "μB", "total magnetic moment"),
-    FieldSpec("dipole", "target", "structure", (3,), "float", "e·Å", "electric dipole moment"),
-    FieldSpec("band_gap", "target", "structure", (), "float", "eV", "electronic band gap"),
-    FieldSpec("efermi", "target", "structure", (), "float", "eV", "Fermi energy"),
-    FieldSpec("energy_per_atom", "target", "structure", (), "float", "eV/atom", "total energy per atom"),
+    FieldSpec("magmom", "target", "structure", (), "float", "μB", "total magnetic moment", extensive=True),
+    # A dipole moment is a sum over the charges (Σ q_i r_i): two far-apart copies of a molecule, or a 2x1x1
+    # supercell's cell, carry twice the dipole. Extensive; its intensive counterpart is the polarisation
+    # (dipole per volume), a key of its own.
+    FieldSpec("dipole", "target", "structure", (3,), "float", "e·Å", "electric dipole moment", extensive=True),
+    FieldSpec("band_gap", "target", "structure", (), "float", "eV", "electronic band gap", extensive=False),
+    FieldSpec("efermi", "target", "structure", (), "float", "eV", "Fermi energy", extensive=False),
+    FieldSpec("energy_per_atom", "target", "structure", (), "float", "eV/atom", "total energy per atom",
+              extensive=False),
     FieldSpec("uncorrected_energy_per_atom", "target", "structure", (), "float", "eV/atom",
-              "total energy per atom before Materials Project corrections"),
+              "total energy per atom before Materials Project corrections", extensive=False),
     FieldSpec("formation_energy_per_atom", "target", "structure", (), "float", "eV/atom",
-              "formation energy per atom"),
+              "formation energy per atom", extensive=False),
     FieldSpec("energy_above_hull", "target", "structure", (), "float", "eV/atom",
-              "energy above the convex hull of stability"),
-    # conditions a model is given, never learnt
+              "energy above the convex hull of stability", extensive=False),
+    # conditions a model is given, never learnt (nothing pools them: neither extensive nor intensive is said)
     FieldSpec("total_charge", "input", "structure", (), "float", "e", "net charge of the structure"),
     FieldSpec("spin_multiplicity", "input", "structure", (), "int", "", "spin multiplicity 2S+1 of the structure"),
 ])
@@ -442,6 +512,7 @@ _register_builtins([
 __all__ = [
     "ARITIES",
     "DTYPE_KINDS",
+    "EXTENTS",
     "REGISTERED_FIELDS",
     "ROLES",
     "FieldConflictError",

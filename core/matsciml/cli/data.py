@@ -36,6 +36,11 @@ def add_commands(commands: Any) -> None:
                               "(the default) or input (given to the model, never learnt), and/or its arity, "
                               "atom or structure (instead of reading it from the shapes), e.g. "
                               "--field solvent_charge=input --field hirshfeld=target,atom")
+    convert.add_argument("--group-by", metavar="KEY",
+                         help="an atoms.info key every structure has (a system or trajectory id): recorded per "
+                              "structure (not a target) and as the dataset's group key, so that train/val/test "
+                              "splits keep each group in one part; 'file' groups the structures of each input "
+                              "file (key source_file)")
     convert.add_argument("--index", default=":",
                          help="ASE index of the frames to read from each file, e.g. '10:20' or '::2' (default ':', all); "
                               "reports give each frame's index in its file")
@@ -49,11 +54,23 @@ def add_commands(commands: Any) -> None:
     convert.add_argument("--json", action="store_true", help="print the report as JSON")
     convert.set_defaults(handler=run_convert)
 
-    inspect = actions.add_parser("inspect", help="summarise a dataset: count, elements, atom counts, properties")
+    inspect = actions.add_parser(
+        "inspect", help="summarise a dataset: count, elements, atom counts, properties",
+        description="Summarise a dataset from its metadata, and flag suspicious values without rejecting them "
+                    "(exit 0): positive total energies, negative band gaps, force components above --max-force, "
+                    "keys of unknown unit, from the recorded ranges and units; with --validate, also atoms "
+                    "closer than --min-distance, and how many structures have each flag, with their indices.")
     inspect.add_argument("paths", nargs="+", metavar="PATH", help="dataset file(s) or directory, or a registered dataset name")
     inspect.add_argument("--validate", action="store_true",
                          help="also read every sample, verify its checksum and check it against the schema; "
-                              "lists every bad sample with its file, index and reason (exit 1 if any)")
+                              "lists every bad sample with its file, index and reason (exit 1 if any). The same "
+                              "pass checks each structure for the flags (counts, sample indices, short "
+                              "distances), so the samples are read once")
+    inspect.add_argument("--max-force", type=_positive_float, default=None, metavar="F",
+                         help="flag force components above F eV/Å in magnitude (default 50)")
+    inspect.add_argument("--min-distance", type=_positive_float, default=None, metavar="D",
+                         help="with --validate: flag atoms, or an atom and a periodic image, closer than D Å "
+                              "(default 0.5; the schema rejects below 0.1)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(handler=run_inspect)
 
@@ -93,7 +110,8 @@ def run_convert(args: argparse.Namespace) -> int:
     fields = _parse_fields(args.field)
     report = convert(args.inputs, args.output, name=args.name, description=args.description, units=units,
                      index=args.index, file_format=args.file_format, overwrite=args.overwrite,
-                     strict=args.strict, progress=not args.quiet and not args.json, fields=fields)
+                     strict=args.strict, progress=not args.quiet and not args.json, fields=fields,
+                     group_by=args.group_by)
     if args.json:
         print_json({"output": str(report.output), "written": report.written,
                     "num_rejected": report.num_rejected, "rejected": report.rejected})
@@ -106,6 +124,19 @@ def run_convert(args: argparse.Namespace) -> int:
     if report.num_rejected > 20:
         print(f"  ... and {report.num_rejected - 20} more (all recorded in the dataset's metadata)")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a usage error, exit 2, otherwise)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a positive number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number; give a positive number")
+    return value
 
 
 def _open(paths: list[str]) -> Any:
@@ -121,23 +152,35 @@ def _open(paths: list[str]) -> Any:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from matsciml.data import plausibility
     from matsciml.data.inspect import summarize, validate_all
 
+    if args.min_distance is not None and not args.validate:
+        raise MatscimlError("--min-distance needs --validate: distances are checked in its pass over every sample "
+                            "(the metadata records none)")
+    max_force = plausibility.MAX_FORCE if args.max_force is None else args.max_force
+    min_distance = plausibility.MIN_DISTANCE if args.min_distance is None else args.min_distance
     dataset = _open(args.paths)
     metadata = getattr(dataset, "metadata", None)
     if not metadata:
         raise MatscimlError(f"{' '.join(args.paths)}: this dataset carries no matsciml metadata, so there is "
                             f"nothing to summarise; it is read from {type(dataset).__name__}, not from LMDB files")
-    summary = summarize(metadata)
+    summary = summarize(metadata, max_force=max_force)
     summary["files"] = [str(f.path) for f in getattr(dataset, "files", [])]
-    invalid = list(validate_all(dataset)) if args.validate else None
+    invalid = None
+    if args.validate:  # one pass: the schema, and the per-structure flags of every valid sample
+        checks = plausibility.SampleChecks(max_force=max_force, min_distance=min_distance, metadata=metadata)
+        invalid = list(validate_all(dataset, on_valid=checks.add))
+        flags = plausibility.merge_flags(plausibility.flags_from_metadata(metadata, max_force=max_force),
+                                         checks.flags())
+        summary["flags"] = [flag.as_dict() for flag in flags]
     if args.json:
         if invalid is not None:
             summary["invalid"] = [bad._asdict() for bad in invalid]
         print_json(summary)
     else:
         _print_summary(summary, invalid)
-    return 1 if invalid else 0
+    return 1 if invalid else 0  # flags warn; they never fail the command
 
 
 def _print_summary(summary: dict[str, Any], invalid: list[Any] | None) -> None:
@@ -158,7 +201,7 @@ def _print_summary(summary: dict[str, Any], invalid: list[Any] | None) -> None:
                      p["present_in"], *stats])
     print_table(["KEY", "ROLE", "PER", "SHAPE", "DTYPE", "UNIT", "IN", "MEAN", "STD", "MIN", "MAX"], rows, indent=2)
     if any(p["unit"] is None for p in summary["properties"]):
-        print("  (? = unit unknown; give it at conversion with --unit KEY=UNIT)")
+        print("  (? = unit unknown; see flags)")
     if any(p["arity_from"] == "shapes" for p in summary["properties"]):
         print("  (* = per atom or per structure read from the shapes at conversion; declare it with "
               "--field KEY=atom or --field KEY=structure)")
@@ -174,3 +217,18 @@ def _print_summary(summary: dict[str, Any], invalid: list[Any] | None) -> None:
         else:
             print(f"validated   all {summary['count']} samples: checksums intact, schema version "
                   f"{summary['schema_version']} followed")
+    _print_flags(summary["flags"], counted=invalid is not None)
+
+
+def _print_flags(flags: list[dict[str, Any]], counted: bool) -> None:
+    """The ``flags`` section: one line per flag, key then message."""
+    if not flags:
+        print("flags       none" + (" (every structure checked)" if counted else
+                                     " (from the recorded ranges and units; --validate checks every structure)"))
+        return
+    source = "every structure checked" if counted else ("from the recorded ranges and units; --validate counts "
+                                                        "structures and checks distances")
+    print(f"flags       {len(flags)} warning(s), not errors ({source})")
+    width = max(len(flag["key"]) for flag in flags)
+    for flag in flags:
+        print(f"  {flag['key']:<{width}}  {flag['message']}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from typing import Any
 
 from matsciml.cli.output import print_json, print_table
@@ -74,11 +76,10 @@ def run_train(args: argparse.Namespace) -> int:
             print(dump_config(config), end="")
         return 0
     result = train(config, registry)
-    rows = _comparison_rows(result.metrics, result.baseline)
     skipped = result.skipped_invalid
     if args.json:
         print_json({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
-                    "epochs": result.epochs, "metrics": result.metrics, "baseline": result.baseline,
+                    "epochs": result.epochs, "metrics": result.metrics, "baselines": result.baselines,
                     "skipped_invalid": skipped})
         return 0
     print(f"\nrun directory: {result.run_dir}")
@@ -87,38 +88,61 @@ def run_train(args: argparse.Namespace) -> int:
         # each reason names its sample and file already
         print(f"skipped {skipped['count']} invalid sample(s) (data.skip_invalid), listed in "
               f"{result.run_dir / 'metrics.json'}; the first: {skipped['samples'][0]['reason']}")
-    print("validation metrics of the best checkpoint, beside the trivial baseline "
-          "(training mean; zero forces):")
-    print_table(["METRIC", "MODEL", "BASELINE", "MODEL/BASELINE"], rows)
+    print("validation metrics of the best checkpoint, beside the baselines on the same split:")
+    print_comparison(result.metrics, result.baselines, result.higher_is_better)
     return 0
 
 
-def _comparison_rows(metrics: dict[str, float], baseline: dict[str, float]) -> list[list[str]]:
+def print_comparison(metrics: dict[str, float], baselines: dict[str, dict[str, float]],
+                     higher_is_better: tuple[str, ...] = ()) -> None:
+    """The model's metrics beside each baseline's, and the model's error as a share of the best baseline's."""
+    from matsciml.tasks.baselines import DESCRIPTIONS
+
+    names = list(baselines)
     rows = []
-    for name, value in metrics.items():
-        if name == "loss":
+    for metric, value in metrics.items():
+        if metric == "loss":
             continue
-        reference = baseline.get(name)
-        ratio = f"{value / reference:.3f}" if reference else ""
-        rows.append([name, f"{value:.5g}", f"{reference:.5g}" if reference is not None else "", ratio])
-    return rows
+        references = [baselines[name].get(metric) for name in names]
+        known = [r for r in references if r is not None and math.isfinite(r)]
+        ratio = ""
+        if metric not in higher_is_better and known and min(known) > 0:
+            ratio = f"{value / min(known):.3f}"
+        rows.append([metric, f"{value:.5g}", *(f"{r:.5g}" if r is not None else "" for r in references), ratio])
+    print_table(["METRIC", "MODEL", *(name.upper() for name in names), "MODEL/BEST BASELINE"], rows)
+    for name in names:
+        print(f"  {name}: {DESCRIPTIONS.get(name, name)}")
+    if higher_is_better:
+        shown = [m for m in metrics if m in higher_is_better]
+        if shown:
+            print(f"  higher is better for {', '.join(shown)}; lower for the others (see README 'Metrics')")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from matsciml.registry import get_registry
     from matsciml.training.run import evaluate_task, load_checkpoint
 
-    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset, registry=get_registry())
+    registry = get_registry()
+    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset, registry=registry)
     datamodule = loaded.run.datamodule
+    if not loaded.same_dataset:
+        print(f"matsciml: note: {datamodule.dataset_name} is not the dataset this run trained on; its train/val/test "
+              f"parts come from a new split (dataset.seed={loaded.config['dataset']['seed']}); --split all "
+              f"evaluates on all of it", file=sys.stderr)
     if args.batch_size is not None:
         datamodule.batch_size = args.batch_size
     metrics = evaluate_task(loaded.task, datamodule, args.split, loaded.config["trainer"])
-    dataset = args.dataset or loaded.config["dataset"]["name"]
+    baselines = loaded.task.baseline_from(datamodule, args.split)
+    dataset = datamodule.dataset_name
     if args.json:
-        print_json({"checkpoint": args.checkpoint, "dataset": dataset, "split": args.split, "metrics": metrics})
+        print_json({"checkpoint": args.checkpoint, "dataset": dataset, "split": args.split, "metrics": metrics,
+                    "baselines": baselines})
         return 0
-    print(f"{args.checkpoint} on {dataset} ({args.split} split):")
-    print_table(["METRIC", "VALUE"], [[name, f"{value:.6g}"] for name, value in metrics.items()])
+    print(f"{args.checkpoint} on {dataset} ({args.split} split), beside the baselines fitted on the training "
+          f"split:")
+    print_comparison(metrics, baselines, tuple(loaded.task.higher_is_better))
+    if args.split in ("train", "all"):
+        print("  note: the baselines (and the model) were fitted on training samples that this split includes")
     return 0
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from matsciml.data.schema import Sample, validate_sample
 from matsciml.data.storage import DatasetWriter
 from matsciml.errors import InvalidSampleError, MatscimlError
-from matsciml.fields import check_declaration
+from matsciml.fields import REGISTERED_FIELDS, check_declaration
 
 # atoms.arrays entries that are structure, not properties
 _STRUCTURAL_ARRAYS = {"numbers", "positions", "tags"}
@@ -582,6 +582,43 @@ def _iter_ase_frames(path: Path, fmt: str, part: slice, index: str) -> Iterator[
 
 
 # ---------------------------------------------------------------- conversion
+GROUP_BY_FILE_KEY = "source_file"
+"""The key ``group_by="file"`` (``--group-by file``) gives each structure: its input file, as given."""
+
+
+def _group_key(group_by: str | None, fields: dict[str, Mapping[str, str]]) -> str | None:
+    """The key that groups structures, declared in ``fields`` as a per-structure annotation (not a target)."""
+    if group_by is None:
+        return None
+    if not isinstance(group_by, str) or not group_by.strip():
+        raise MatscimlError(f"--group-by {group_by!r}: give an atoms.info key (a system or trajectory id), "
+                            f"or 'file' to group the structures of each input file")
+    key = GROUP_BY_FILE_KEY if group_by == "file" else group_by
+    registered = REGISTERED_FIELDS.get(key)
+    if registered is not None and (registered.role, registered.arity) != ("structure", "structure"):
+        raise MatscimlError(f"--group-by {group_by}: {key!r} is a {registered.describe()}, not a system or "
+                            f"trajectory id; give the atoms.info key that names each structure's system")
+    declared = dict(fields.get(key, {}))
+    if declared.get("role", "structure") != "structure" or declared.get("arity", "structure") != "structure":
+        raise MatscimlError(f"--group-by {group_by}: {key!r} is also declared {declared} (--field), but a group "
+                            f"key is a per-structure annotation; drop that --field {key}=... option")
+    # text is always per structure; a number is one value per structure when it is a scalar (checked per frame)
+    fields[key] = {**declared, "role": "structure"}
+    return key
+
+
+def _check_group_value(sample: Sample, key: str, frame: Frame) -> None:
+    """A structure's group id: present, and one number or string (else nothing is written)."""
+    where = f"frame {frame.index} of {frame.source}"
+    if key not in sample:
+        raise MatscimlError(f"--group-by {key}: {where} has no {key!r} in atoms.info, and every structure needs "
+                            f"its group; add it to that frame, or group with --group-by file (nothing written)")
+    value = sample[key]
+    if not isinstance(value, str) and np.asarray(value).ndim != 0:
+        raise MatscimlError(f"--group-by {key}: {key!r} of {where} has shape {np.shape(value)}, not one number "
+                            f"or string per structure; give a system or trajectory id (nothing written)")
+
+
 @dataclass
 class ConversionReport:
     """What a conversion did: samples written, frames rejected (invalid or unreadable) and why."""
@@ -615,7 +652,8 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
             name: str | None = None, description: str = "", units: Mapping[str, str] | None = None,
             index: str = ":", file_format: str | None = None, overwrite: bool = False,
             strict: bool = False, progress: bool = True,
-            fields: Mapping[str, Mapping[str, str]] | None = None) -> ConversionReport:
+            fields: Mapping[str, Mapping[str, str]] | None = None,
+            group_by: str | None = None) -> ConversionReport:
     """Convert structure files into one matsciml dataset file at ``output``.
 
     Frames are read one at a time (:func:`iter_frames`). A frame that cannot
@@ -638,12 +676,18 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
             (``{"q": {"role": "input", "arity": "atom"}}``, the ``--field``
             option); see :mod:`matsciml.fields`. Undeclared keys are targets,
             per atom when they have one row per atom in every structure.
+        group_by: the ``atoms.info`` key (a system or trajectory id) whose
+            values group the structures, recorded per structure with role
+            ``structure`` and as the metadata's ``group_key``, so that splits
+            keep a group in one part; every structure must have it (else
+            nothing is written). ``"file"`` instead gives each structure the
+            key ``source_file``, the input file as given, and groups by it.
 
     Raises:
         MatscimlError: ``output`` is an input, an input cannot be read at all,
             no frame is valid, (``strict``) a frame is invalid or unreadable,
-            a declaration contradicts a registered field, or a declared key is
-            in no structure.
+            a declaration contradicts a registered field, a declared key is
+            in no structure, or (``group_by``) a structure lacks the group key.
     """
     from tqdm.auto import tqdm
 
@@ -663,28 +707,36 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         "index": index,
     }
     fields = dict(fields or {})
+    group_key = _group_key(group_by, fields)
+    if group_key is not None:
+        units = {group_key: "", **(units or {})}  # an id has no unit (unless one is given)
     for key, declaration in fields.items():  # a contradiction fails before anything is read
         check_declaration(key, declaration)
     seen_keys: set[str] = set()
     report = ConversionReport(output=Path(output))
     # the bar is closed (its line ended) before an error leaves the block, so the error stays one line
-    with DatasetWriter(output, name=name, description=description, units=units,
-                       provenance=provenance, overwrite=overwrite, fields=fields) as writer, \
+    with DatasetWriter(output, name=name, description=description, units=units, provenance=provenance,
+                       overwrite=overwrite, fields=fields, group_key=group_key) as writer, \
             tqdm(desc=f"converting to {Path(output).name}", unit=" structures", disable=not progress,
                  file=sys.stderr) as bar:
-        for source in sources:
+        for given, source in zip(inputs, sources):
             for frame in iter_frames(source, index=index, file_format=file_format):
                 bar.update(1)
                 try:
                     if frame.problem is not None:
                         raise InvalidSampleError(frame.problem)
-                    sample = validate_sample(atoms_to_sample(frame.atoms), index=frame.index, source=frame.source,
+                    sample = atoms_to_sample(frame.atoms)
+                    if group_by == "file":
+                        sample[group_key] = os.fspath(given)  # type: ignore[index]
+                    sample = validate_sample(sample, index=frame.index, source=frame.source,
                                              declared=writer.declared_fields)
                 except InvalidSampleError as exc:
                     if strict:
                         raise MatscimlError(f"{exc} (--strict: no dataset written)") from exc
                     writer.reject(index=frame.index, source=frame.source, reason=str(exc))
                     continue
+                if group_key is not None:
+                    _check_group_value(sample, group_key, frame)
                 writer.append(sample, validate=False)
                 seen_keys.update(sample)
         if writer.count == 0:

@@ -1,10 +1,11 @@
 """Summaries of a dataset for people: counts, elements, properties (role, arity, unit), ranges."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from matsciml.data.schema import ELEMENT_SYMBOLS, validate_sample
+from matsciml.data.plausibility import MAX_FORCE, flags_from_metadata
+from matsciml.data.schema import ELEMENT_SYMBOLS, Sample, validate_sample
 from matsciml.errors import MatscimlError
 from matsciml.fields import REGISTERED_FIELDS, field_spec
 
@@ -13,8 +14,13 @@ def element_symbol(atomic_number: int) -> str:
     return ELEMENT_SYMBOLS[atomic_number] if 0 < atomic_number < len(ELEMENT_SYMBOLS) else f"Z{atomic_number}"
 
 
-def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The headline facts of a dataset from its metadata (no sample is read)."""
+def summarize(metadata: dict[str, Any], *, max_force: float = MAX_FORCE) -> dict[str, Any]:
+    """The headline facts of a dataset from its metadata (no sample is read).
+
+    ``"flags"`` lists what the recorded ranges and units show to be
+    suspicious (:func:`matsciml.data.plausibility.flags_from_metadata`, with
+    force components above ``max_force`` eV/Å), as dictionaries.
+    """
     atoms = metadata["num_atoms"]
     elements = {element_symbol(int(z)): n for z, n in metadata["elements"].items()}
     properties = []
@@ -47,6 +53,7 @@ def summarize(metadata: dict[str, Any]) -> dict[str, Any]:
         "provenance": metadata.get("provenance", {}),
         "num_rejected": metadata.get("num_rejected", 0),
         "rejected": metadata.get("rejected", [])[:20],
+        "flags": [flag.as_dict() for flag in flags_from_metadata(metadata, max_force=max_force)],
     }
 
 
@@ -77,7 +84,7 @@ class InvalidSample(NamedTuple):
     reason: str  # one line naming the file, the sample and the problem
 
 
-def validate_all(dataset: Any) -> Iterator[InvalidSample]:
+def validate_all(dataset: Any, *, on_valid: Callable[[int, Sample], Any] | None = None) -> Iterator[InvalidSample]:
     """Read every sample and yield each one that is unreadable or breaks the schema.
 
     Every sample is tried, whatever happened to the ones before: damaged
@@ -87,24 +94,34 @@ def validate_all(dataset: Any) -> Iterator[InvalidSample]:
     :class:`~matsciml.data.dataset.LMDBDataset`) are read file by file
     through :meth:`~matsciml.data.storage.DatasetFile.read`, with all keys,
     so each reason names the file and the sample's index in it.
+
+    ``on_valid(dataset_index, sample)`` is called with each valid sample
+    (checked, canonical dtypes), so other checks share this one pass (e.g.
+    :meth:`matsciml.data.plausibility.SampleChecks.add`).
     """
     files = getattr(dataset, "files", None)
     if not files:
         for index in range(len(dataset)):
             try:
-                validate_sample(dataset[index], index=index)
+                sample = validate_sample(dataset[index], index=index)
             except Exception as exc:  # noqa: BLE001 - report every kind of unreadable sample and go on
                 yield InvalidSample(None, index, index, str(exc))
+                continue
+            if on_valid is not None:
+                on_valid(index, sample)
         return
     start = 0
     for file in files:
         source = str(file.path)
         for index in range(len(file)):
             try:
-                validate_sample(file.read(index), index=index, source=source)
+                sample = validate_sample(file.read(index), index=index, source=source)
             except Exception as exc:  # noqa: BLE001 - report every kind of unreadable sample and go on
                 reason = str(exc)
                 if source not in reason:  # an unexpected error: say where it happened
                     reason = f"sample {index} of {source}: {type(exc).__name__}: {reason}"
                 yield InvalidSample(source, index, start + index, reason)
+                continue
+            if on_valid is not None:
+                on_valid(start + index, sample)
         start += len(file)

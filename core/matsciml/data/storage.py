@@ -52,7 +52,7 @@ import numpy as np
 
 from matsciml import __version__
 from matsciml.data.schema import KNOWN_KEYS, SCHEMA_VERSION, Sample, unit_of, validate_sample
-from matsciml.errors import DatasetFormatError, DatasetWriteError
+from matsciml.errors import DatasetFormatError, DatasetWriteError, MatscimlError
 from matsciml.fields import REGISTERED_FIELDS, FieldConflictError, FieldSpec, check_declaration
 
 FORMAT_NAME = "matsciml-lmdb"
@@ -367,6 +367,8 @@ class _MetadataBuilder:
     in every structure that has it, else per structure. ``"arity_from"``
     says which (``"registry"``, ``"declared"``, ``"shapes"``, ``"text"``);
     ``"per_atom"`` repeats the arity for readers of the older metadata.
+    A per-structure key the registry or ``fields`` (``"extent"``) says is
+    extensive or intensive records ``"extensive"``: true or false.
     """
 
     def __init__(self, units: Mapping[str, str] | None,
@@ -426,6 +428,14 @@ class _MetadataBuilder:
             return role, "structure", "text"
         return role, "atom" if self._rows_per_atom[key] else "structure", "shapes"
 
+    def _extensive(self, key: str) -> bool | None:
+        """Whether a key is extensive (True) or intensive (False): the registry's word, else ``--field``'s."""
+        spec = REGISTERED_FIELDS.get(key)
+        if spec is not None:
+            return spec.extensive
+        extent = self.fields.get(key, {}).get("extent")
+        return None if extent is None else extent == "extensive"
+
     def build(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         for key, info in self.keys.items():
             role, arity, source = self._role_and_arity(key)
@@ -437,6 +447,9 @@ class _MetadataBuilder:
                 "per_atom": arity == "atom",
                 "unit": unit_of(key, self.units),
             })
+            extensive = self._extensive(key)
+            if extensive is not None:  # per-structure keys declared extensive (true) or intensive (false)
+                info["extensive"] = extensive
         return {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -477,17 +490,22 @@ class DatasetWriter:
         path: the dataset file to create.
         name, description: shown by ``matsciml data inspect``.
         units: units of properties the schema does not know.
-        fields: role and/or arity of keys the field registry does not know,
-            e.g. ``{"total_charge_2": {"role": "input"}, "q": {"arity": "atom"}}``
+        fields: role, arity and/or extent of keys the field registry does not know,
+            e.g. ``{"total_charge_2": {"role": "input"}, "q": {"arity": "atom"}, "gap": {"extent": "intensive"}}``
             (``matsciml data convert --field``); see :mod:`matsciml.fields`.
         provenance: where the data came from (files, command, generator).
         overwrite: replace an existing dataset at ``path``.
+        group_key: a per-structure key, in every sample, whose values name the
+            group (system, trajectory) of each sample; recorded in the metadata
+            as ``group_key`` so that splits keep a group together.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str | None = None, description: str = "",
                  units: Mapping[str, str] | None = None, provenance: Mapping[str, Any] | None = None,
-                 overwrite: bool = False, fields: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 overwrite: bool = False, fields: Mapping[str, Mapping[str, str]] | None = None,
+                 group_key: str | None = None) -> None:
         self.path = Path(path)
+        self.group_key = group_key
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; choose another output path or pass overwrite=True (--overwrite)")
         if self.path.is_dir():
@@ -574,6 +592,8 @@ class DatasetWriter:
             self._abort()
             raise DatasetWriteError(f"cannot write {self.path}: an earlier write failed, so the dataset is "
                                     f"incomplete and was not written; fix that failure and convert again")
+        if self.group_key is not None:
+            self._check_group_key()
         try:
             metadata = self._metadata.build({
                 "name": self.name,
@@ -581,6 +601,7 @@ class DatasetWriter:
                 "provenance": self.provenance,
                 "rejected": self.rejected,
                 "num_rejected": self.num_rejected,
+                **({"group_key": self.group_key} if self.group_key is not None else {}),
             })
             self._txn.put(METADATA_KEY, encode_metadata(metadata), append=True)
             txn, self._txn = self._txn, None
@@ -596,6 +617,19 @@ class DatasetWriter:
         except BaseException:
             self._abort()
             raise
+
+    def _check_group_key(self) -> None:
+        """The group key is per structure and in every sample written; else nothing is written."""
+        key, info = self.group_key, self._metadata.keys.get(self.group_key)
+        problem = None
+        if info is None or info["count"] != self.count:
+            problem = f"{0 if info is None else info['count']} of the {self.count} samples have it"
+        elif self._metadata._role_and_arity(key)[1] == "atom":
+            problem = "it has one value per atom, not one per structure"
+        if problem is not None:
+            self._abort()
+            raise MatscimlError(f"{self.path}: group key {key!r} cannot group the samples: {problem}; give a "
+                                f"per-structure key that every sample carries (nothing written)")
 
     def _fail(self, exc: BaseException) -> DatasetWriteError:
         """Clean up after a failed write and say why it failed, in one line."""
@@ -941,7 +975,8 @@ def merge_metadata(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 first_part[key] = part
                 continue
             known = keys[key]
-            for aspect, plural in (("role", "roles"), ("arity", "arities")):
+            for aspect, plural in (("role", "roles"), ("arity", "arities"),
+                                   ("extensive", "extensive (true) or intensive (false) declarations")):
                 if aspect in info and aspect in known and info[aspect] != known[aspect]:
                     raise FieldConflictError(
                         f"datasets {first_part[key].get('name')!r} and {part.get('name')!r} record key {key!r} "
@@ -970,6 +1005,8 @@ def merge_metadata(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merged["provenance"] = {"parts": [p.get("provenance") for p in parts]}
     merged["num_rejected"] = sum(p.get("num_rejected", 0) for p in parts)
     merged["rejected"] = [r for p in parts for r in p.get("rejected", [])]
+    if len({p.get("group_key") for p in parts}) > 1:
+        merged.pop("group_key", None)  # files grouped by different keys (or some not at all): no common group
     return merged
 
 

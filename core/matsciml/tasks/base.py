@@ -23,6 +23,7 @@ import torch
 from matsciml.batch import Batch
 from matsciml.errors import InvalidSampleError, MatscimlError, NonFiniteError
 from matsciml.interfaces import BackboneOutput
+from matsciml.tasks.metrics import Metric
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -70,17 +71,41 @@ class BaseTask(pl.LightningModule):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of ``prediction`` (what the optimiser minimises)."""
         raise NotImplementedError
 
-    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
-                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Metrics of the trivial predictor (training mean, zero forces) on ``eval_samples``.
+    def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
+        """The reported metrics of a prediction (a model's or a baseline's), as sums and counts."""
+        raise NotImplementedError
 
-        Both iterables are read once, in order, keeping running sums only, so
-        a generator over a whole split costs memory independent of its size.
-        """
+    def loss_and_metrics(self, batch: Batch,
+                         prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Metric | torch.Tensor]]:
+        """``(loss, metrics)``; metrics of detached predictions, so they cost no graph."""
+        detached = {key: value.detach() for key, value in prediction.items()}
+        return self.loss(batch, prediction), self.metrics(batch, detached)
+
+    def baseline_kinds(self, metadata: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The targets the baselines predict, each with its kind (:data:`matsciml.tasks.baselines.KINDS`)."""
         return {}
+
+    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
+                         metadata: Mapping[str, Any] | None = None, chunk: int = 64) -> dict[str, dict[str, float]]:
+        """The metrics of each baseline (:mod:`matsciml.tasks.baselines`) on ``eval_samples``.
+
+        ``{"mean": {metric: value}, "composition": {...}}``, fitted on
+        ``train_samples`` and scored by :meth:`metrics`, the model's own
+        metric code. Both iterables are read once, in order, keeping one row
+        of element counts per training structure, ``chunk`` evaluation
+        structures at a time and running sums only.
+        """
+        from matsciml.tasks.baselines import fit_baselines, score_baselines
+
+        kinds = self.baseline_kinds(metadata)
+        if not kinds:
+            return {}
+        baselines = fit_baselines(train_samples, kinds)
+        return score_baselines(baselines, eval_samples, self.metrics, chunk=chunk)
 
     # ------------------------------------------------------------ backbone and data
     def features(self, batch: Batch) -> BackboneOutput:
@@ -100,15 +125,15 @@ class BaseTask(pl.LightningModule):
         """
         self.fit_statistics(datamodule.statistics_sample(), metadata=datamodule.metadata)
 
-    def baseline_from(self, datamodule: Any, part: str = "val") -> dict[str, float]:
-        """The trivial baseline's metrics on one split of ``datamodule``.
+    def baseline_from(self, datamodule: Any, part: str = "val") -> dict[str, dict[str, float]]:
+        """Each baseline's metrics on one split of ``datamodule`` (see :meth:`baseline_metrics`).
 
-        The training means come from the same seeded, capped training sample
+        The baselines are fitted on the same seeded, capped training sample
         as the statistics; the split is streamed sample by sample, so every
         structure of it counts and none is kept.
         """
         return self.baseline_metrics(datamodule.statistics_sample(), datamodule.iter_samples(part),
-                                     metadata=datamodule.metadata)
+                                     metadata=datamodule.metadata, chunk=int(getattr(datamodule, "batch_size", 64)))
 
     def on_fit_start(self) -> None:
         """Fit the training statistics from the trainer's data module, unless already fitted."""
@@ -142,9 +167,14 @@ class BaseTask(pl.LightningModule):
         size = batch.num_structures
         atoms = int(batch.atomic_numbers.shape[0])
         self.log(f"{stage}/loss", loss.detach(), batch_size=size, prog_bar=stage != "test", sync_dist=stage != "train")
-        for name, value in metrics.items():
-            # epoch values are weighted means: per-atom metrics weigh by atoms
-            weight = atoms if name in self.per_atom_metrics else size
+        for name, metric in metrics.items():
+            # epoch values are exact means: each batch's mean weighs by its number of terms
+            if isinstance(metric, Metric):
+                if metric.count == 0:
+                    continue  # no term in this batch (no atom of some tag)
+                value, weight = metric.value, metric.count
+            else:  # a plain tensor from a task written before Metric: per structure, or per atom
+                value, weight = metric, atoms if name in self.per_atom_metrics else size
             self.log(f"{stage}/{name}", value.detach(), batch_size=weight, prog_bar=name in self.progress_metrics,
                      sync_dist=stage != "train")
         return loss
@@ -185,8 +215,10 @@ class BaseTask(pl.LightningModule):
 
     #: metrics shown in the progress bar
     progress_metrics: tuple[str, ...] = ()
-    #: metrics averaged over atoms rather than structures
+    #: plain-tensor metrics (not :class:`Metric`) averaged over atoms rather than structures
     per_atom_metrics: tuple[str, ...] = ()
+    #: metrics where more is better (shares, cosines); every other metric is an error
+    higher_is_better: tuple[str, ...] = ()
     #: set by the training driver: the resolved config and split, saved in checkpoints
     run_record: dict[str, Any] | None = None
 

@@ -5,14 +5,14 @@ per-atom contributions, trained with an L1 loss as in the OC20 baselines.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from matsciml.batch import Batch
 from matsciml.tasks.energy import EnergyTask
-from matsciml.tasks.statistics import mean_energy_baseline
+from matsciml.tasks.metrics import Metric, energy_metrics
 
 
 class IS2RETask(EnergyTask):
@@ -21,17 +21,19 @@ class IS2RETask(EnergyTask):
 
     energy_key = "relaxed_energy"
     progress_metrics = ("energy_mae",)
+    higher_is_better = ("ewt",)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"relaxed_energy": [B]}``."""
         return {"relaxed_energy": self.energy(batch)}
 
-    def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
         error = prediction["relaxed_energy"] - batch.targets["relaxed_energy"]
-        loss = error.abs().mean() / self.energy_head.scale
-        return loss, {"energy_mae": error.abs().mean(),
-                      "energy_per_atom_mae": (error / batch.num_atoms.to(error.dtype)).abs().mean()}
+        return error.abs().mean() / self.energy_head.scale
 
-    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
-                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
-        return mean_energy_baseline(train_samples, eval_samples, "relaxed_energy")
+    def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
+        """Energy MAE, energy per atom MAE and EwT (share within 0.02 eV) of the relaxed energy."""
+        return energy_metrics(prediction["relaxed_energy"], batch.targets["relaxed_energy"], batch)
+
+    def baseline_kinds(self, metadata: Mapping[str, Any] | None = None) -> dict[str, str]:
+        return {"relaxed_energy": "extensive"}

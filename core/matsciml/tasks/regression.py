@@ -3,7 +3,9 @@
 Whether a target has one value per structure or one per atom is its
 declaration in the field registry (:func:`matsciml.fields.field_spec`, with
 the dataset's metadata for a dataset's own keys), read when the statistics
-are fitted and kept in a buffer, so checkpoints carry it.
+are fitted and kept in a buffer, so checkpoints carry it. So is the default
+readout of a per-structure target: ``sum`` when its declaration says it is
+extensive, ``mean`` when intensive (``task.readout`` overrides either).
 
 How each kind of target is read out of the backbone's :class:`~matsciml.interfaces.BackboneOutput`:
 
@@ -30,13 +32,13 @@ import numpy as np
 import torch
 
 from matsciml.batch import Batch
-from matsciml.builtins import complete_regression_params
+from matsciml.builtins import complete_regression_params, resolve_readouts
 from matsciml.errors import MatscimlError
 from matsciml.fields import field_spec
 from matsciml.nn.scatter import mean_per_structure, sum_per_structure
 from matsciml.tasks.base import BaseTask
 from matsciml.tasks.heads import MLPHead
-from matsciml.tasks.statistics import MeanAbsoluteError
+from matsciml.tasks.metrics import Metric, scalar_mae
 
 
 class PropertyRegressionTask(BaseTask):
@@ -49,9 +51,13 @@ class PropertyRegressionTask(BaseTask):
         loss: ``"l1"`` or ``"mse"`` on normalised targets.
         readout: for per-structure targets pooled from atom features,
             ``"sum"`` (extensive) or ``"mean"`` (intensive): one value for
-            all, or ``{target: readout}``; a target left out gets ``sum``
-            when it is a total (:data:`matsciml.builtins.EXTENSIVE_TARGETS`),
-            else ``mean``.
+            all, or ``{target: readout}``. A target left out gets the readout
+            its field declaration implies (``FieldSpec.extensive``: ``sum``
+            if extensive, ``mean`` if intensive), from the registry or, for a
+            dataset's own key, from the metadata handed to
+            :meth:`fit_statistics` (``mean``, said on standard error, when
+            nothing declares it). The resolved readouts are kept in a buffer,
+            so checkpoints carry them.
         head_hidden_dim, head_layers, activation: the output MLP.
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
     """
@@ -63,7 +69,10 @@ class PropertyRegressionTask(BaseTask):
                  activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, optimizer, scheduler)
-        params = complete_regression_params({"targets": targets, "readout": readout})
+        # a dataset's own key may be declared only in its metadata: readouts not given are resolved again,
+        # with it, when the statistics are fitted (no note until then)
+        params = complete_regression_params({"targets": targets, "readout": readout}, note=False)
+        self._readout_given: str | dict[str, str] | None = dict(readout) if isinstance(readout, Mapping) else readout
         if loss not in ("l1", "mse"):
             raise MatscimlError(f"task.loss={loss!r} is not valid: expected 'l1' or 'mse'")
         self.targets: list[str] = params["targets"]
@@ -79,6 +88,8 @@ class PropertyRegressionTask(BaseTask):
         self.register_buffer("target_mean", torch.zeros(len(self.targets)))
         self.register_buffer("target_std", torch.ones(len(self.targets)))
         self.register_buffer("target_per_atom", torch.zeros(len(self.targets), dtype=torch.bool))
+        #: True where a per-structure target's readout is sum: checkpoints carry the resolved readouts
+        self.register_buffer("target_sum", self._sum_flags())
         self._per_atom: tuple[bool, ...] = (False,) * len(self.targets)
 
     # ------------------------------------------------------------ which kind of target
@@ -94,7 +105,16 @@ class PropertyRegressionTask(BaseTask):
         if key not in state_dict:  # a checkpoint from before per-atom targets: all per structure
             state_dict[key] = torch.zeros(len(self.targets), dtype=torch.bool)
         self._per_atom = tuple(bool(flag) for flag in state_dict[key].tolist())
+        key = prefix + "target_sum"
+        if key not in state_dict:  # a checkpoint from before readouts were kept: the constructor's readouts
+            state_dict[key] = self._sum_flags()
+        for target, atom, total in zip(self.targets, self._per_atom, state_dict[key].tolist()):
+            if not atom:
+                self.readout[target] = "sum" if total else "mean"
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _sum_flags(self) -> torch.Tensor:
+        return torch.tensor([self.readout.get(target) == "sum" for target in self.targets], dtype=torch.bool)
 
     def _arities(self, metadata: Mapping[str, Any] | None) -> tuple[bool, ...]:
         flags = []
@@ -110,6 +130,9 @@ class PropertyRegressionTask(BaseTask):
     def fit_statistics(self, samples: Iterable[Mapping[str, Any]],
                        metadata: Mapping[str, Any] | None = None) -> None:
         per_atom = self._arities(metadata)
+        # readouts not given follow the declarations, the dataset's own keys' included (metadata)
+        self.readout = resolve_readouts(self.targets, self._readout_given, metadata)
+        self.target_sum.copy_(self._sum_flags())
         values = self._collect(samples, per_atom, normalised=True)
         means, stds = [], []
         for column in values:
@@ -152,17 +175,11 @@ class PropertyRegressionTask(BaseTask):
                                 f"predicts {kind}; choose scalar targets")
         return value.reshape(-1)
 
-    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
-                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """MAE of predicting each target's training mean (per atom for per-atom targets)."""
+    def baseline_kinds(self, metadata: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Per-atom targets are predicted per atom; the others by their readout (sum: extensive)."""
         per_atom = self._arities(metadata)
-        means = [float(column.mean()) for column in self._collect(train_samples, per_atom, normalised=False)]
-        errors = {target: MeanAbsoluteError() for target in self.targets}
-        for index, sample in enumerate(eval_samples):
-            num_atoms = len(sample["atomic_numbers"])
-            for target, atom, mean in zip(self.targets, per_atom, means):
-                errors[target].add(self._value(sample, target, atom, num_atoms, index) - mean)
-        return {f"{target}_mae": error.value for target, error in errors.items()}
+        return {target: "atom" if atom else ("extensive" if self.readout.get(target) == "sum" else "intensive")
+                for target, atom in zip(self.targets, per_atom)}
 
     # ------------------------------------------------------------ prediction
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -198,16 +215,16 @@ class PropertyRegressionTask(BaseTask):
                 prediction[target] = pooled_out[:, i]  # type: ignore[index]
         return prediction
 
-    def loss_and_metrics(self, batch: Batch,
-                         prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
         losses = []
-        metrics = {}
         for i, target in enumerate(self.targets):
             truth = batch.targets[target].to(prediction[target].dtype)
-            error = prediction[target] - truth
-            normalised = error / self.target_std[i]
+            normalised = (prediction[target] - truth) / self.target_std[i]
             if self._readout(i) == "sum":
-                normalised = normalised / batch.num_atoms.to(error.dtype)  # the error per atom
+                normalised = normalised / batch.num_atoms.to(normalised.dtype)  # the error per atom
             losses.append(normalised.abs().mean() if self.loss_name == "l1" else normalised.pow(2).mean())
-            metrics[f"{target}_mae"] = error.abs().mean()
-        return torch.stack(losses).mean(), metrics
+        return torch.stack(losses).mean()
+
+    def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
+        """The MAE of each target in its own unit (over atoms for per-atom targets)."""
+        return {f"{target}_mae": scalar_mae(prediction[target], batch.targets[target]) for target in self.targets}

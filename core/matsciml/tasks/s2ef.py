@@ -6,14 +6,15 @@ rotate with the structure whenever the backbone's energy is invariant.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from matsciml.batch import Batch
+from matsciml.errors import MatscimlError
 from matsciml.tasks.energy import EnergyTask
-from matsciml.tasks.statistics import MeanAbsoluteError, mean_energy_baseline
+from matsciml.tasks.metrics import Metric, energy_metrics, force_metrics, free_atoms
 
 
 class S2EFTask(EnergyTask):
@@ -23,22 +24,35 @@ class S2EFTask(EnergyTask):
         backbone: a :class:`matsciml.interfaces.Backbone`; its ``atom_features`` are read.
         energy_weight: weight of the energy term (per-atom energy error / scale).
         force_weight: weight of the force term (force component error / scale).
+        force_loss_atoms: ``"free"`` (default, as OC20 trains): the force
+            loss covers the atoms not held fixed (see
+            :func:`~matsciml.tasks.metrics.free_atoms`); ``"all"``: every atom.
+            Fixed subsurface atoms have small forces that are easy to fit and
+            would otherwise dilute the loss of the atoms that move.
         reference_energies: fit per-element reference energies on the training set.
         head_hidden_dim, head_layers, activation: the per-atom energy MLP.
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
+
+    Metrics (:func:`~matsciml.tasks.metrics.force_metrics`): energy MAE,
+    energy per atom MAE, force MAE, cosine and vector MAE on free atoms, the
+    same over all atoms, force MAE per OC20 tag, and EFwT.
     """
 
     needs_grad_in_eval = True
     progress_metrics = ("energy_mae", "force_mae")
-    per_atom_metrics = ("force_mae", "force_cosine")
+    higher_is_better = ("force_cosine", "force_cosine_all", "efwt")
 
     def __init__(self, backbone: torch.nn.Module, energy_weight: float = 1.0, force_weight: float = 3.0,
-                 reference_energies: bool = True, head_hidden_dim: int = 64, head_layers: int = 1,
-                 activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
+                 force_loss_atoms: str = "free", reference_energies: bool = True, head_hidden_dim: int = 64,
+                 head_layers: int = 1, activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, reference_energies, head_hidden_dim, head_layers, activation, optimizer, scheduler)
+        if force_loss_atoms not in ("free", "all"):
+            raise MatscimlError(f"task.force_loss_atoms={force_loss_atoms!r} is not valid: expected free (atoms "
+                                f"not held fixed, as OC20 trains) or all")
         self.energy_weight = energy_weight
         self.force_weight = force_weight
+        self.force_loss_atoms = force_loss_atoms
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"energy": [B], "forces": [N, 3]}``; needs gradients enabled."""
@@ -49,30 +63,25 @@ class S2EFTask(EnergyTask):
         (gradient,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
         return {"energy": energy, "forces": -gradient}
 
-    def loss_and_metrics(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
         scale = self.energy_head.scale
         num_atoms = batch.num_atoms.to(prediction["energy"].dtype)
         energy_error = prediction["energy"] - batch.targets["energy"]
-        force_error = prediction["forces"] - batch.targets["forces"]
-        loss = (self.energy_weight * (energy_error / num_atoms).abs().mean() / scale
-                + self.force_weight * force_error.abs().mean() / scale)
-        cosine = torch.nn.functional.cosine_similarity(prediction["forces"], batch.targets["forces"], dim=-1)
-        metrics = {
-            "energy_mae": energy_error.abs().mean(),
-            "energy_per_atom_mae": (energy_error / num_atoms).abs().mean(),
-            "force_mae": force_error.abs().mean(),
-            "force_cosine": cosine.mean(),
-        }
-        return loss, metrics
+        force_error = (prediction["forces"] - batch.targets["forces"]).abs()
+        if self.force_loss_atoms == "free":
+            free = free_atoms(batch)
+            # a batch of fully fixed structures has no force term (not a NaN)
+            force_term = force_error[free].sum() / max(int(free.sum()) * 3, 1)
+        else:
+            force_term = force_error.mean()
+        return (self.energy_weight * (energy_error / num_atoms).abs().mean() / scale
+                + self.force_weight * force_term / scale)
 
-    def baseline_metrics(self, train_samples: Iterable[Mapping[str, Any]], eval_samples: Iterable[Mapping[str, Any]],
-                         metadata: Mapping[str, Any] | None = None) -> dict[str, float]:
-        force_mae = MeanAbsoluteError()
+    def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
+        energy = energy_metrics(prediction["energy"], batch.targets["energy"], batch)
+        energy.pop("ewt")  # S2EF reports EFwT, which includes it
+        error = (prediction["energy"] - batch.targets["energy"].to(prediction["energy"].dtype)).abs()
+        return {**energy, **force_metrics(prediction["forces"], batch.targets["forces"], batch, error)}
 
-        def with_forces(samples: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-            for sample in samples:  # the zero-force predictor's error, in the same pass
-                force_mae.add(sample["forces"])
-                yield sample
-
-        energy = mean_energy_baseline(train_samples, with_forces(eval_samples), "energy")
-        return {**energy, "force_mae": force_mae.value, "force_cosine": 0.0}
+    def baseline_kinds(self, metadata: Mapping[str, Any] | None = None) -> dict[str, str]:
+        return {"energy": "extensive", "forces": "forces"}

@@ -1,11 +1,10 @@
-"""Training-set statistics and trivial baselines the tasks normalise with and compare to.
+"""Training-set statistics the tasks normalise with (baselines: :mod:`matsciml.tasks.baselines`).
 
 Fitted once from a sample of the training split before training, stored as
 buffers of the task so that checkpoints carry them. Every function here
 reads its samples once, as an iterable, and keeps only a few numbers per
 structure (never positions or whole samples): with the data module's
-seeded, capped sample the memory they need does not grow with the dataset,
-and a baseline streamed over a whole split keeps running sums only.
+seeded, capped sample the memory they need does not grow with the dataset.
 """
 from __future__ import annotations
 
@@ -17,12 +16,7 @@ import numpy as np
 
 from matsciml.data.schema import MAX_ATOMIC_NUMBER
 from matsciml.errors import MatscimlError
-
-
-def composition_matrix(samples: Iterable[Mapping[str, Any]]) -> np.ndarray:
-    """Counts of each element per structure: ``[num_structures, 119]``."""
-    rows = [np.bincount(np.asarray(s["atomic_numbers"]), minlength=MAX_ATOMIC_NUMBER + 1) for s in samples]
-    return np.stack(rows).astype(np.float64)
+from matsciml.tasks.baselines import least_squares_per_element
 
 
 def fit_reference_energies(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
@@ -31,11 +25,7 @@ def fit_reference_energies(counts: np.ndarray, energies: np.ndarray) -> np.ndarr
     Elements absent from the training set get 0. With a single composition
     the minimum-norm solution spreads the mean energy over its elements.
     """
-    present = counts.sum(axis=0) > 0
-    solution, *_ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
-    references = np.zeros(counts.shape[1])
-    references[present] = solution
-    return references
+    return least_squares_per_element(counts, energies, counts.sum(axis=0) > 0)
 
 
 def energy_statistics(samples: Iterable[Mapping[str, Any]], key: str, use_references: bool) -> dict[str, Any]:
@@ -76,38 +66,3 @@ def energy_statistics(samples: Iterable[Mapping[str, Any]], key: str, use_refere
     else:
         scale = float(residual_per_atom.std())
     return {"references": references, "shift": shift, "scale": max(scale, 1e-3)}
-
-
-class MeanAbsoluteError:
-    """A running mean absolute error: ``add`` errors as they come, read ``value``."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def add(self, errors: Any) -> None:
-        errors = np.abs(np.asarray(errors, dtype=np.float64))
-        self.total += float(errors.sum())
-        self.count += errors.size
-
-    @property
-    def value(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-
-def mean_energy_baseline(train: Iterable[Mapping[str, Any]], evaluate: Iterable[Mapping[str, Any]],
-                         key: str) -> dict[str, float]:
-    """MAEs of the mean predictors of ``key``: ``energy_mae`` predicts the training
-    mean total energy, ``energy_per_atom_mae`` the training mean energy per atom."""
-    totals, per_atom = [], []
-    for sample in train:
-        totals.append(float(sample[key]))
-        per_atom.append(float(sample[key]) / len(sample["atomic_numbers"]))
-    if not totals:
-        raise MatscimlError("cannot compute the baseline: the training split is empty")
-    mean, mean_per_atom = float(np.mean(totals)), float(np.mean(per_atom))
-    energy_mae, energy_per_atom_mae = MeanAbsoluteError(), MeanAbsoluteError()
-    for sample in evaluate:
-        energy_mae.add(float(sample[key]) - mean)
-        energy_per_atom_mae.add(float(sample[key]) / len(sample["atomic_numbers"]) - mean_per_atom)
-    return {"energy_mae": energy_mae.value, "energy_per_atom_mae": energy_per_atom_mae.value}

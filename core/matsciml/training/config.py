@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG: dict[str, Any] = {
     # No default model: the core knows none (DESIGN.md rule 1); `--model NAME` or model.name picks one.
     "model": {},
-    "dataset": {"name": "slab-emt-s2ef", "split": [0.8, 0.1, 0.1], "seed": 0, "options": {}},
+    # split_by: null = by the dataset's group key (metadata `group_key`) if it declares one, else by sample;
+    # `sample` = by sample; any other string = a per-structure key whose values group samples (system_id)
+    "dataset": {"name": "slab-emt-s2ef", "split": [0.8, 0.1, 0.1], "seed": 0, "split_by": None, "options": {}},
     "task": {"name": "s2ef"},
     "representation": {},
     "data": {"batch_size": 8, "num_workers": 0, "statistics_samples": 10000, "skip_invalid": False},
@@ -244,6 +246,8 @@ CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
         "name": _text("a registered dataset name or a path to dataset files"),
         "split": (_SPLIT_WORDS, _split_fractions),
         "seed": _integer(0, SEED_MAX),
+        "split_by": _text("'sample', or the name of a per-structure key whose values group the samples "
+                          "(e.g. system_id)", nullable=True),
         "options": _mapping(nullable=True),
     },
     "data": {

@@ -14,20 +14,22 @@ step holds a whole split in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from matsciml.batch import Batch
 from matsciml.data.schema import validate_sample
-from matsciml.data.splits import Split, make_split
+from matsciml.data.splits import Split, make_split, split_summary
 from matsciml.errors import DatasetFormatError, InvalidSampleError, MatscimlError
-from matsciml.fields import declare_dataset_fields
+from matsciml.fields import declare_dataset_fields, field_spec
 
 if TYPE_CHECKING:
     from matsciml.registry import Registry
@@ -50,6 +52,32 @@ def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | Non
     if keys is not None and "keys" in spec.defaults:
         params["keys"] = list(keys)
     return spec.build(**params)
+
+
+_MISSING = object()
+
+
+def _per_structure(key: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether a dataset's key has one value per structure (registry first, then the metadata)."""
+    try:
+        return field_spec(key, metadata).arity == "structure"
+    except MatscimlError:
+        info = metadata.get("keys", {}).get(key, {})
+        return not info.get("per_atom", False) and info.get("arity", "structure") == "structure"
+
+
+def _group_value(value: Any, where: str, key: str, setting: str, fix: str) -> Hashable:
+    """A sample's group id as a hashable Python value (a number, a string or a bool)."""
+    if value is _MISSING:
+        raise MatscimlError(f"{setting}: {where} has no key {key!r}, and every sample needs its group; {fix}")
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.size != 1 or array.dtype.kind not in "biuf":
+        what = f"an array of shape {tuple(array.shape)}" if array.size != 1 else f"of type {array.dtype}"
+        raise MatscimlError(f"{setting}: {key!r} of {where} is {what}, not one number or string per structure, "
+                            f"so it cannot name the sample's group; {fix}")
+    return array.reshape(()).item()
 
 
 @dataclass(frozen=True)
@@ -189,6 +217,12 @@ class MatSciDataModule(pl.LightningDataModule):
             with ``seed``, are read to fit statistics and baselines (None: all).
         registry: where registered dataset names are looked up (the
             process's registry when None).
+        split_by: how samples are kept together when no split is given:
+            None splits by the dataset's group key when its metadata
+            declares one (``group_key``), else by sample; ``"sample"`` by
+            sample; any other name is a per-structure key, in every sample,
+            whose values are the groups (e.g. ``"system_id"``), and no group
+            is in two parts. A split by group prints one line on standard error.
     """
 
     def __init__(self, dataset: str | os.PathLike[str] | Dataset, representation: Any, batch_size: int = 8,
@@ -196,7 +230,7 @@ class MatSciDataModule(pl.LightningDataModule):
                  keys: Iterable[str] | None = None, split_indices: Split | None = None,
                  dataset_options: Mapping[str, Any] | None = None, skip_invalid: bool = False,
                  validate: bool = True, statistics_samples: int | None = 10000,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, split_by: str | None = None) -> None:
         super().__init__()
         given = None if isinstance(dataset, (str, os.PathLike)) else dataset
         self.dataset_name = str(dataset) if given is None else str(getattr(given, "name", type(given).__name__))
@@ -212,6 +246,7 @@ class MatSciDataModule(pl.LightningDataModule):
         self.validate = bool(validate)
         self.statistics_samples = None if statistics_samples is None else int(statistics_samples)
         self.registry = registry
+        self.split_by = split_by
         self.dataset: Dataset | None = given
         self.reader: CheckedReader | None = None
         #: samples left out of statistics under ``skip_invalid``: name -> reason
@@ -230,18 +265,95 @@ class MatSciDataModule(pl.LightningDataModule):
                 # model inputs (a total charge, a spin) always reach the backbone, whatever keys were asked for
                 inputs = {key for key, spec in fields.items() if spec.role == "input"}
                 self.dataset.keys = sorted({*read_keys, *inputs})
-        self.reader = CheckedReader(self.dataset, self.dataset_name, validate=self.validate)
         size = len(self.dataset)  # type: ignore[arg-type]
         if self.split is None:
-            self.split = make_split(size, self.split_fractions, self.seed)
+            group_key = self.group_key()
+            if group_key is None:
+                self.split = make_split(size, self.split_fractions, self.seed)
+            else:
+                groups = self.read_groups(group_key)
+                try:
+                    split = make_split(size, self.split_fractions, self.seed, groups=groups, group_key=group_key)
+                except ValueError as exc:
+                    raise MatscimlError(f"dataset {self.dataset_name!r}: {exc} (dataset.split_by=sample splits "
+                                        f"by sample)") from None
+                self.split = split
+                print(f"matsciml: {split_summary(split, groups)}", file=sys.stderr)
         else:
             self._check_split(self.split)
+        self.reader = CheckedReader(self.dataset, self.dataset_name, validate=self.validate)
 
     def _check_split(self, split: Split) -> None:
         size = len(self.dataset)  # type: ignore[arg-type]
         if split.num_samples != size:
             raise MatscimlError(f"the recorded split is for {split.num_samples} samples but dataset "
                                 f"{self.dataset_name!r} has {size}; it is not the dataset the run was trained on")
+
+    def group_key(self) -> str | None:
+        """The key whose values group the samples of a new split, or None to split by sample.
+
+        ``split_by`` when it names a key, else the ``group_key`` the dataset's
+        metadata declares (None for ``split_by="sample"``).
+        """
+        if self.split_by == "sample":
+            return None
+        if self.split_by is not None:
+            return str(self.split_by)
+        declared = (self.metadata or {}).get("group_key")
+        return declared if isinstance(declared, str) and declared else None
+
+    def read_groups(self, key: str) -> list[Hashable]:
+        """The value of ``key`` in every sample, as hashable Python numbers or strings.
+
+        Only that key is read (files of an LMDB dataset decode nothing else).
+        Under ``skip_invalid`` a sample that cannot be read is a group of its
+        own (it is left out when read); otherwise its damage is the error.
+
+        Raises:
+            MatscimlError: the key is in no sample (the per-structure keys
+                available are listed), is per atom, or is missing from a
+                sample (named).
+        """
+        setting = f"dataset.split_by={key}" if self.split_by is not None else \
+            f"the dataset's group key {key!r} (metadata group_key)"
+        fix = "set dataset.split_by to a per-structure key every sample has, or dataset.split_by=sample"
+        metadata = self.metadata
+        if metadata is not None and isinstance(metadata.get("keys"), Mapping):
+            recorded = metadata["keys"]
+            if key not in recorded:
+                available = sorted(name for name, info in recorded.items()
+                                   if _per_structure(name, metadata) and (info.get("dtype") == "str"
+                                                                          or info.get("shape") == []))
+                raise MatscimlError(f"{setting}: dataset {self.dataset_name!r} has no key {key!r} in any sample; "
+                                    f"its per-structure keys are {', '.join(available) or '(none)'}; {fix}")
+            if not _per_structure(key, metadata):
+                raise MatscimlError(f"{setting}: key {key!r} of dataset {self.dataset_name!r} has one value per "
+                                    f"atom, not one per structure, so it cannot name a sample's group; {fix}")
+        files = getattr(self.dataset, "files", None)
+        if files is not None and hasattr(self.dataset, "locate"):  # an LMDBDataset: decode only that key
+            groups: list[Hashable] = []
+            for file in files:
+                for i in range(len(file)):
+                    try:
+                        value = file.read(i, keys=[key]).get(key, _MISSING)
+                    except DatasetFormatError:
+                        if not self.skip_invalid:
+                            raise
+                        groups.append(("unreadable sample", len(groups)))  # a group of its own, skipped when read
+                        continue
+                    groups.append(_group_value(value, f"sample {i} of {file.path}", key, setting, fix))
+            return groups
+        dataset = self.dataset
+        asked = getattr(dataset, "keys", None)
+        if isinstance(asked, list):  # a dataset that decodes only some keys: add this one while reading
+            dataset.keys = sorted({*asked, key})  # type: ignore[union-attr]
+        try:
+            reader = CheckedReader(dataset, self.dataset_name, validate=False)  # type: ignore[arg-type]
+            return [_group_value(dataset[i].get(key, _MISSING), reader.name(i), key, setting, fix)  # type: ignore[index]
+                    for i in range(len(dataset))]  # type: ignore[arg-type]
+        finally:
+            if isinstance(asked, list):
+                dataset.keys = asked  # type: ignore[union-attr]
 
     @property
     def metadata(self) -> dict[str, Any] | None:

@@ -67,8 +67,13 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
     The result names each component by its registered name and lists all of
     its hyper-parameters (those that follow from others too, such as a
     regression's readout per target), so it reproduces the run on its own.
-    A model's ``tied_params`` are made equal to the representation's.
+    A model's ``tied_params`` are made equal to the representation's. When
+    the task names a target the field registry does not know, the dataset's
+    metadata is read (and its keys declared in this process) first: such a
+    key is declared there, e.g. extensive or intensive.
     """
+    from matsciml.fields import REGISTERED_FIELDS, declare_dataset_fields
+
     registry = registry or get_registry()
     config = deep_merge(DEFAULT_CONFIG, config)
     check_config(config, registry)  # types and ranges, before anything is built
@@ -87,7 +92,28 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
     config["model"] = {"name": model_spec.name, **model_params}
     config["representation"] = {"name": representation_spec.name,
                                 **representation_spec.resolve_params(representation_overrides)}
-    config["task"] = {"name": task_spec.name, **task_spec.resolve_params(_params(config["task"]))}
+    task_overrides = _params(config["task"])
+    chosen = task_overrides.get(task_spec.targets_param) if task_spec.targets_param else None
+    named = [*task_spec.required_targets,
+             *([chosen] if isinstance(chosen, str) else chosen if isinstance(chosen, (list, tuple)) else [])]
+    if any(isinstance(key, str) and key not in REGISTERED_FIELDS for key in named):
+        # A target the registry does not know is the dataset's own key, declared in its metadata at conversion
+        # (role, arity, extensive or intensive). Declare the dataset's keys in this process before the task's
+        # parameters are completed, so they follow those declarations (a regression's readout per target) and
+        # the resolved config says what the run does. Only then is the dataset opened (its metadata: cheap).
+        from matsciml.training.datamodule import open_dataset
+
+        name = str(config["dataset"].get("name"))
+        dataset = open_dataset(name, options=config["dataset"].get("options") or {}, registry=registry)
+        try:
+            metadata = getattr(dataset, "metadata", None)
+            if isinstance(metadata, Mapping):
+                declare_dataset_fields(metadata, source=name)
+        finally:
+            close = getattr(dataset, "close", None)
+            if callable(close):
+                close()
+    config["task"] = {"name": task_spec.name, **task_spec.resolve_params(task_overrides)}
     return config
 
 
@@ -166,6 +192,7 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
         skip_invalid=bool(data.get("skip_invalid", False)),
         statistics_samples=data.get("statistics_samples"),
         registry=registry,
+        split_by=config["dataset"].get("split_by") if dataset is None else None,  # another dataset: its own group key
     )
     datamodule.setup()
     _check_targets(datamodule, targets, config)
@@ -281,16 +308,19 @@ def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any
 # ---------------------------------------------------------------- training
 @dataclass
 class TrainResult:
-    """What ``train`` produced: where, and how well against the trivial baseline."""
+    """What ``train`` produced: where, and how well against the baselines on the same split."""
 
     run_dir: Path
     best_checkpoint: Path | None
     last_checkpoint: Path | None
     metrics: dict[str, float]
-    baseline: dict[str, float]
+    #: each baseline's metrics on the validation split: ``{"mean": {...}, "composition": {...}}``
+    baselines: dict[str, dict[str, float]]
     epochs: int
     #: samples left out because they failed validation (``data.skip_invalid``): count and the first few
     skipped_invalid: dict[str, Any] = field(default_factory=lambda: {"count": 0, "samples": []})
+    #: the task's metrics where more is better (shares within a threshold, cosines)
+    higher_is_better: tuple[str, ...] = ()
 
 
 def _run_dir(config: Mapping[str, Any]) -> Path:
@@ -399,7 +429,8 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
     split = run.datamodule.split
     # before the trainer exists, so a sample that fails here ends the run before any epoch
     run.task.fit_statistics_from(run.datamodule)
-    run.task.run_record = {"config": config, "split": split.to_json(), "matsciml_version": __version__}
+    run.task.run_record = {"config": config, "split": split.to_json(), "matsciml_version": __version__,
+                           "dataset": dataset_record(run.datamodule)}
 
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-{epoch}",
                                  monitor="val/loss", mode="min", save_top_k=1, save_last=True)
@@ -418,12 +449,13 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
         run.task.load_state_dict(read_checkpoint(best)["state_dict"])
     metrics = evaluate_task(run.task, run.datamodule, "val", trainer_options=config["trainer"])
     # streamed: every validation structure counts, none is kept
-    baseline = run.task.baseline_from(run.datamodule, "val")
+    baselines = run.task.baseline_from(run.datamodule, "val")
     skipped = _skipped_summary(run)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics,
-                         baseline=baseline, epochs=int(trainer.current_epoch), skipped_invalid=skipped)
+                         baselines=baselines, epochs=int(trainer.current_epoch), skipped_invalid=skipped,
+                         higher_is_better=tuple(run.task.higher_is_better))
     _write_summary(run_dir, {
-        "status": "completed", "split": "val", "metrics": metrics, "baseline": baseline, "epochs": result.epochs,
+        "status": "completed", "split": "val", "metrics": metrics, "baselines": baselines, "epochs": result.epochs,
         "best_checkpoint": str(best) if best else None, "skipped_invalid": skipped,
     })
     return result
@@ -447,15 +479,19 @@ class LoadedRun:
     split: Split
     task: Any
     run: Run
+    #: the dataset is the one the run trained on (its recorded split is used)
+    same_dataset: bool = True
 
 
 def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None,
                     registry: Registry | None = None) -> LoadedRun:
     """Rebuild a trained task from a checkpoint written by :func:`train`.
 
-    The checkpoint carries the resolved config and the split, so nothing
-    else is needed; ``dataset`` evaluates on another dataset instead.
-    Components are looked up in ``registry`` (the process's by default).
+    The checkpoint carries the resolved config, the split and where the
+    dataset was (:func:`locate_dataset`), so nothing else is needed, from
+    any directory; ``dataset`` evaluates on another dataset (or on the same
+    one, moved: then its recorded split is kept). Components are looked up
+    in ``registry`` (the process's by default).
     """
     registry = registry or get_registry()
     path = Path(path)
@@ -474,10 +510,95 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None,
     except (ValueError, KeyError, TypeError) as exc:
         raise MatscimlError(f"{path}: the split recorded in this checkpoint is not valid "
                             f"({type(exc).__name__}: {exc}); use another checkpoint of the run") from None
-    run = build_run(config, split=None if dataset else split, dataset=dataset, registry=registry)
+    dataset, same_dataset = locate_dataset(path, config, record.get("dataset"), dataset, registry)
+    run = build_run(config, split=split if same_dataset else None, dataset=dataset, registry=registry)
     run.task.load_state_dict(checkpoint["state_dict"])
     run.task.run_record = record
-    return LoadedRun(config=config, split=split, task=run.task, run=run)
+    return LoadedRun(config=config, split=split, task=run.task, run=run, same_dataset=same_dataset)
+
+
+# ---------------------------------------------------------------- where a run's dataset is
+def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
+    """``{"num_samples", "metadata_sha256"}``: what identifies a dataset's content cheaply.
+
+    The hash is of the dataset's metadata record (keys, units, statistics,
+    element counts, provenance), canonical JSON; a dataset without metadata
+    has None.
+    """
+    import hashlib
+
+    metadata = getattr(dataset, "metadata", None)
+    digest = None
+    if isinstance(metadata, Mapping):
+        text = json.dumps(metadata, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return {"num_samples": len(dataset), "metadata_sha256": digest}
+
+
+def dataset_record(datamodule: Any) -> dict[str, Any]:
+    """What a checkpoint records of its dataset: the name as configured, the absolute path of a
+    dataset given by path (None for a registered name), and its :func:`dataset_fingerprint`."""
+    name = datamodule.dataset_name
+    path = Path(name)
+    absolute = str(path.resolve()) if path.exists() else None
+    return {"name": name, "path": absolute, **dataset_fingerprint(datamodule.dataset)}
+
+
+def locate_dataset(checkpoint: Path, config: Mapping[str, Any], record: Mapping[str, Any] | None,
+                   given: str | None, registry: Registry) -> tuple[str, bool]:
+    """The dataset to evaluate a checkpoint on, and whether it is the one the run trained on.
+
+    Without ``given``: the configured name (a registered dataset, or a path
+    that resolves from here) when its content matches the recorded
+    fingerprint, else the recorded absolute path when that does; otherwise
+    an error saying where the dataset was and how to point at it
+    (``--dataset``). With ``given``: that dataset; it counts as the same one
+    (its recorded split is kept) when its fingerprint matches.
+    """
+    from matsciml.training.datamodule import open_dataset
+
+    name = str(config["dataset"]["name"])
+
+    def fingerprint(candidate: str) -> dict[str, Any] | None:
+        try:
+            dataset = open_dataset(candidate, options=config["dataset"].get("options") or {}, registry=registry)
+        except (FileNotFoundError, ComponentNotFoundError):
+            return None
+        try:
+            return dataset_fingerprint(dataset)
+        finally:
+            close = getattr(dataset, "close", None)
+            if close is not None:
+                close()
+
+    def matches(found: Mapping[str, Any] | None) -> bool:
+        if found is None or record is None:
+            return found is not None
+        return all(found.get(key) == record.get(key) for key in ("num_samples", "metadata_sha256"))
+
+    if given is not None:
+        return given, record is not None and matches(fingerprint(given))
+    if record is None:  # a checkpoint from before datasets were recorded: the configured name, as it was
+        return name, True
+    recorded_path = record.get("path")
+    candidates = [name] + ([recorded_path] if recorded_path and recorded_path != name else [])
+    found = {candidate: fingerprint(candidate) for candidate in candidates}
+    for candidate in candidates:
+        if matches(found[candidate]):
+            return candidate, True
+    size = f"{record.get('num_samples')} samples"
+    where = recorded_path or name
+    present = [candidate for candidate in candidates if found[candidate] is not None]
+    if present:
+        other = found[present[0]]
+        raise MatscimlError(
+            f"{checkpoint}: the dataset at {present[0]} is not the one this run trained on ({size}, metadata "
+            f"hash {str(record.get('metadata_sha256'))[:12]}; found {other['num_samples']} samples, hash "
+            f"{str(other['metadata_sha256'])[:12]}); give the training dataset with --dataset PATH, or "
+            f"evaluate on this one with --dataset {present[0]} --split all")
+    raise MatscimlError(
+        f"{checkpoint}: the dataset this run trained on, {where} ({size}), is not there any more; if it moved, "
+        f"give its new location with --dataset PATH (its recorded split is kept when the content matches)")
 
 
 def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
