@@ -205,16 +205,16 @@ def test_the_shipped_devset_splits_by_system(split_by, capsys):
     assert module.metadata["group_key"] == "system_id"
     ids = shipped_system_ids()
     assert_groups_kept_together(module.split, ids)
-    assert module.split.group_key == "system_id" and module.split.num_groups == len(set(ids)) == 100
-    assert [len(module.split[name]) for name in SPLIT_NAMES] == [240, 30, 30]
+    assert module.split.group_key == "system_id" and module.split.num_groups == len(set(ids)) == 300
+    assert [len(module.split[name]) for name in SPLIT_NAMES] == [720, 90, 90]
     err = capsys.readouterr().err
-    assert "matsciml: split by system_id: 100 groups -> 80/10/10 groups, 240/30/30 samples" in err
+    assert "matsciml: split by system_id: 300 groups -> 240/30/30 groups, 720/90/90 samples" in err
 
 
 def test_split_by_sample_still_splits_frames(capsys):
     """dataset.split_by=sample ignores the declared group key: the split by sample, with systems spread."""
     module = datamodule("slab-emt-s2ef", split_by="sample")
-    assert module.split == make_split(300, (0.8, 0.1, 0.1), 0)
+    assert module.split == make_split(900, (0.8, 0.1, 0.1), 0)
     ids = shipped_system_ids()
     train = {ids[i] for i in module.split["train"]}
     assert any(ids[i] in train for i in module.split["val"])  # the leak that grouping removes
@@ -348,10 +348,10 @@ def test_a_run_records_the_group_key_in_split_json(toy_registry, tmp_path, capsy
         "data.statistics_samples=32", f"run.dir={tmp_path}", "run.name=grouped"])
     train(config, toy_registry)
     captured = capsys.readouterr()
-    assert "split by system_id: 100 groups -> 80/10/10 groups, 240/30/30 samples" in captured.err
+    assert "split by system_id: 300 groups -> 240/30/30 groups, 720/90/90 samples" in captured.err
     assert "split by" not in captured.out
     saved = Split.load(tmp_path / "grouped" / "split.json")
-    assert saved.group_key == "system_id" and saved.num_groups == 100
+    assert saved.group_key == "system_id" and saved.num_groups == 300
     assert_groups_kept_together(saved, shipped_system_ids())
 
 

@@ -362,7 +362,7 @@ def test_cli_unit_option_recorded(tmp_path, capsys):
 def test_cli_inspect_shipped_devset_validates():
     """`data inspect slab-emt-s2ef --validate` opens the registered devset by name and finds it valid."""
     result = run_cli("data", "inspect", "slab-emt-s2ef", "--validate", check=0)
-    assert "validated   all 300 samples" in result.stdout
+    assert "validated   all 900 samples" in result.stdout
     assert "EMT" in result.stdout
 
 

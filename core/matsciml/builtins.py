@@ -147,20 +147,26 @@ def matsciml_tasks() -> list[TaskSpec]:
         TaskSpec(
             name="s2ef",
             summary="Structure to energy and forces (OC20 S2EF): E as a sum of per-atom terms, "
-                    "forces = -dE/dpos by autograd, weighted L1 loss",
+                    "forces = -dE/dpos by autograd, weighted loss (L1 on energies, MSE on forces of free atoms), OC20 metrics",
             factory="matsciml.tasks.s2ef:S2EFTask",
-            defaults={"energy_weight": 1.0, "force_weight": 3.0, "force_loss_atoms": "free",
+            defaults={"energy_weight": 1.0, "force_weight": 3.0, "force_loss": "mse",
+                      "energy_loss_scaling": "atoms", "force_loss_atoms": "free",
                       "reference_energies": True, **_HEAD_DEFAULTS},
             param_help={
-                "energy_weight": "weight of the per-atom energy L1 term (in units of the force RMS)",
-                "force_weight": "weight of the force-component L1 term (in units of the force RMS)",
+                "energy_weight": "weight of the energy L1 term (error in units of the force RMS, divided as "
+                                 "energy_loss_scaling says)",
+                "force_weight": "weight of the force-component term (error in units of the force RMS)",
+                "force_loss": "mse (weighs the rare large forces of relaxations) or l1 on force components",
+                "energy_loss_scaling": "divide the energy error by atoms (N: the per-atom error), sqrt_atoms "
+                                       "(sqrt N: a stronger energy term for small cells) or none (total error)",
                 "force_loss_atoms": "atoms the force loss covers: free (not held fixed; tag 0 counts as fixed "
                                     "when a dataset has tags and no 'fixed'), as OC20 trains, or all",
                 "reference_energies": "fit per-element reference energies on the training split",
                 **_HEAD_HELP,
             },
             param_ranges={"energy_weight": ">=0", "force_weight": ">=0", **_HEAD_RANGES},
-            param_choices={"force_loss_atoms": ("free", "all"), **_HEAD_CHOICES},
+            param_choices={"force_loss_atoms": ("free", "all"), "force_loss": ("mse", "l1"),
+                           "energy_loss_scaling": ("atoms", "sqrt_atoms", "none"), **_HEAD_CHOICES},
             required_targets=("energy", "forces"),
         ),
         TaskSpec(

@@ -34,8 +34,10 @@ def add_commands(commands: Any) -> None:
     convert.add_argument("--field", action="append", default=[], metavar="KEY=WORD[,WORD]",
                          help="declare a key the field registry does not know (repeatable): its role, target "
                               "(the default) or input (given to the model, never learnt), and/or its arity, "
-                              "atom or structure (instead of reading it from the shapes), e.g. "
-                              "--field solvent_charge=input --field hirshfeld=target,atom")
+                              "atom or structure (instead of reading it from the shapes), and/or, for a "
+                              "per-structure value, extensive (a total over the atoms: regression sums) or "
+                              "intensive (regression averages), e.g. --field solvent_charge=input "
+                              "--field hirshfeld=target,atom --field gap=intensive")
     convert.add_argument("--group-by", metavar="KEY",
                          help="an atoms.info key every structure has (a system or trajectory id): recorded per "
                               "structure (not a target) and as the dataset's group key, so that train/val/test "
@@ -95,8 +97,9 @@ def _parse_fields(options: list[str]) -> dict[str, dict[str, str]]:
         combined = declarations.setdefault(key, {})
         for aspect, value in declaration.items():
             if combined.get(aspect, value) != value:
+                what = {"extent": "of extensive or intensive"}.get(aspect, aspect)
                 raise MatscimlError(f"--field {option!r}: {key} was declared {combined[aspect]} by an earlier "
-                                    f"--field; give one {aspect}")
+                                    f"--field; give one {what}")
             combined[aspect] = value
     for key, declaration in declarations.items():
         check_declaration(key, declaration)

@@ -17,18 +17,41 @@ from matsciml.tasks.energy import EnergyTask
 from matsciml.tasks.metrics import Metric, energy_metrics, force_metrics, free_atoms
 
 
+FORCE_LOSSES = ("mse", "l1")
+ENERGY_LOSS_SCALINGS = ("atoms", "sqrt_atoms", "none")
+FORCE_LOSS_ATOMS = ("free", "all")
+
+
 class S2EFTask(EnergyTask):
-    """Energy and forces with a weighted L1 loss.
+    """Energy and forces with a weighted loss: L1 on energies, MSE (or L1) on force components.
 
     Args:
         backbone: a :class:`matsciml.interfaces.Backbone`; its ``atom_features`` are read.
-        energy_weight: weight of the energy term (per-atom energy error / scale).
+        energy_weight: weight of the energy term (|energy error| / size / scale).
         force_weight: weight of the force term (force component error / scale).
+        force_loss: ``"mse"`` (default) or ``"l1"`` on force components.
+        energy_loss_scaling: what the energy error is divided by before the
+            L1: ``"atoms"`` (default) the number of atoms (the per-atom
+            error), ``"sqrt_atoms"`` its square root, ``"none"`` nothing
+            (the total error).
         force_loss_atoms: ``"free"`` (default, as OC20 trains): the force
             loss covers the atoms not held fixed (see
             :func:`~matsciml.tasks.metrics.free_atoms`); ``"all"``: every atom.
-            Fixed subsurface atoms have small forces that are easy to fit and
-            would otherwise dilute the loss of the atoms that move.
+
+    Why these defaults (measured on held-out systems of the shipped
+    OC20-style devset and on LiPS MD frames; README "Shipped devsets"):
+    relaxation data have heavy-tailed forces (most components near zero, a
+    few large ones on adsorbates in the first frames). An L1 force loss,
+    whose gradient is only the sign of each error, is dominated by the many
+    near-zero components and holds the model near zero forces for many
+    epochs; MSE weighs the informative large forces (adsorbate force MAE
+    0.2x zero forces instead of about 0.7x) and is as good on LiPS. The
+    per-atom energy error is the field's usual choice and the best on LiPS
+    (83 atoms, one composition); for small slabs of many compositions it
+    makes the energy term weak (about N times weaker than the total error),
+    and ``sqrt_atoms`` learned their energies ten times better (the demo's
+    setting). Free-atom or all-atom force losses gave the same result with
+    MSE; free is OC20's convention.
         reference_energies: fit per-element reference energies on the training set.
         head_hidden_dim, head_layers, activation: the per-atom energy MLP.
         optimizer, scheduler: see :class:`~matsciml.tasks.base.BaseTask`.
@@ -43,15 +66,20 @@ class S2EFTask(EnergyTask):
     higher_is_better = ("force_cosine", "force_cosine_all", "efwt")
 
     def __init__(self, backbone: torch.nn.Module, energy_weight: float = 1.0, force_weight: float = 3.0,
-                 force_loss_atoms: str = "free", reference_energies: bool = True, head_hidden_dim: int = 64,
-                 head_layers: int = 1, activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
+                 force_loss: str = "mse", energy_loss_scaling: str = "atoms", force_loss_atoms: str = "free",
+                 reference_energies: bool = True, head_hidden_dim: int = 64, head_layers: int = 1,
+                 activation: str = "silu", optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, reference_energies, head_hidden_dim, head_layers, activation, optimizer, scheduler)
-        if force_loss_atoms not in ("free", "all"):
-            raise MatscimlError(f"task.force_loss_atoms={force_loss_atoms!r} is not valid: expected free (atoms "
-                                f"not held fixed, as OC20 trains) or all")
+        for name, value, choices in (("force_loss_atoms", force_loss_atoms, FORCE_LOSS_ATOMS),
+                                     ("force_loss", force_loss, FORCE_LOSSES),
+                                     ("energy_loss_scaling", energy_loss_scaling, ENERGY_LOSS_SCALINGS)):
+            if value not in choices:
+                raise MatscimlError(f"task.{name}={value!r} is not valid: expected one of {', '.join(choices)}")
         self.energy_weight = energy_weight
         self.force_weight = force_weight
+        self.force_loss = force_loss
+        self.energy_loss_scaling = energy_loss_scaling
         self.force_loss_atoms = force_loss_atoms
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -66,16 +94,20 @@ class S2EFTask(EnergyTask):
     def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
         scale = self.energy_head.scale
         num_atoms = batch.num_atoms.to(prediction["energy"].dtype)
-        energy_error = prediction["energy"] - batch.targets["energy"]
-        force_error = (prediction["forces"] - batch.targets["forces"]).abs()
+        energy_error = (prediction["energy"] - batch.targets["energy"]) / scale
+        if self.energy_loss_scaling == "atoms":
+            energy_error = energy_error / num_atoms
+        elif self.energy_loss_scaling == "sqrt_atoms":
+            energy_error = energy_error / num_atoms.sqrt()
+        force_error = (prediction["forces"] - batch.targets["forces"]) / scale
+        force_error = force_error.pow(2) if self.force_loss == "mse" else force_error.abs()
         if self.force_loss_atoms == "free":
             free = free_atoms(batch)
             # a batch of fully fixed structures has no force term (not a NaN)
             force_term = force_error[free].sum() / max(int(free.sum()) * 3, 1)
         else:
             force_term = force_error.mean()
-        return (self.energy_weight * (energy_error / num_atoms).abs().mean() / scale
-                + self.force_weight * force_term / scale)
+        return self.energy_weight * energy_error.abs().mean() + self.force_weight * force_term
 
     def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
         energy = energy_metrics(prediction["energy"], batch.targets["energy"], batch)
