@@ -603,3 +603,14 @@ def test_info_describes_an_in_memory_dataset(cli) -> None:
     assert "dataset toy-dataset  (from matsciml-toyplugin 0.3.1)" in done.stdout
     assert "targets: energy, forces" in done.stdout
     assert re.search(r"samples:\s*4\b", done.stdout), done.stdout
+
+
+@pytest.mark.dgl
+@pytest.mark.parametrize("module", ["matsciml_dgl.plugin", "matsciml_egnn.plugin", "matsciml_megnet.plugin"])
+def test_first_party_plugin_modules_import_neither_torch_nor_dgl(module: str) -> None:
+    """Listing components stays cheap: a plugin module names its factories by string and imports no torch."""
+    code = (f"import sys, {module} as p; [getattr(p, hook)() for hook in dir(p) if hook.startswith('matsciml_')]; "
+            "print(sorted(m for m in ('torch', 'dgl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,184 @@
+"""The MEGNet plugin (matsciml-megnet): its contract with the registry, its physics, its state input.
+
+Physics (invariances, forces = finite differences, supercell extensivity of
+summed atom features, batch isolation, state-dict round trip) is the core's
+conformance kit on the documented ``small`` configuration; this file adds
+what is MEGNet's own: the spec mirrors the constructor, the default size,
+the global state taken from per-structure model inputs, continuity at the
+cutoff (bond aggregations weighted by the envelope), and a short S2EF
+training run through the pipeline.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+# Collected in the current-torch environment too, where DGL cannot load.
+dgl = pytest.importorskip("dgl", reason="DGL is not installed (the current-torch environment)")
+
+from matsciml.batch import Batch  # noqa: E402
+from matsciml.interfaces import Backbone, BackboneOutput  # noqa: E402
+from matsciml.registry import Registry  # noqa: E402
+from matsciml.testing import random_molecule_sample, random_periodic_sample  # noqa: E402
+from matsciml_megnet.model import MEGNet  # noqa: E402
+from matsciml_megnet.plugin import DEFAULTS, SMALL, matsciml_models  # noqa: E402
+
+pytestmark = pytest.mark.dgl
+
+DEFAULT_PARAMETERS = 189_968  # the paper's layer sizes (16 / 100 Gaussians / [64, 32] / [64, 64, 32] / 3 blocks)
+
+
+def make_batch(samples: list[dict[str, Any]], cutoff: float = 5.0) -> Batch:
+    """A float64 batch from matsciml-dgl's own representation, positions ready for autograd."""
+    representation = Registry().representation("dgl-graph").build(cutoff_radius=cutoff, dtype="float64")
+    batch = representation.collate([representation(sample) for sample in samples])
+    batch.pos.requires_grad_(True)
+    return batch
+
+
+def make_model(seed: int = 0, **hyper: Any) -> MEGNet:
+    torch.manual_seed(seed)
+    return MEGNet(**{**SMALL, **hyper}).double().eval()
+
+
+# ------------------------------------------------------- plugin and registry
+def test_spec_defaults_equal_constructor_defaults() -> None:
+    (spec,) = matsciml_models()
+    parameters = inspect.signature(MEGNet.__init__).parameters
+    signature_defaults = {name: p.default for name, p in parameters.items() if name != "self"}
+    assert dict(spec.defaults) == signature_defaults == DEFAULTS
+    assert set(spec.param_help) == set(signature_defaults)
+    assert set(SMALL) <= set(signature_defaults)
+    assert spec.representation == MEGNet.representation == "dgl-graph"
+    assert dict(spec.tied_params) == {"cutoff_radius": "cutoff_radius"}
+    from matsciml.nn import ACTIVATIONS
+    assert spec.param_choices["activation"] == tuple(ACTIVATIONS)
+
+
+def test_registry_builds_megnet_with_both_outputs_declared() -> None:
+    spec = Registry().model("megnet")
+    assert spec.distribution == "matsciml-megnet"
+    model = spec.build(**SMALL)
+    assert isinstance(model, MEGNet) and isinstance(model, Backbone)
+    assert model.embedding_dim == SMALL["dense_out"] and model.structure_embedding_dim == SMALL["structure_dim"]
+    assert len(model.blocks) == SMALL["num_blocks"]
+    assert not model.blocks[0].pre_dense and all(block.pre_dense for block in model.blocks[1:])
+
+
+def test_default_parameter_count() -> None:
+    count = sum(p.numel() for p in MEGNet().parameters())
+    print(f"MEGNet default parameters: {count}")
+    assert count == DEFAULT_PARAMETERS
+    assert 150_000 <= count <= 250_000
+
+
+def test_rejects_bad_hyper_parameters() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        MEGNet(activation="swish")
+    with pytest.raises(ValueError, match="num_blocks"):
+        MEGNet(num_blocks=0)
+    with pytest.raises(ValueError, match="dropout"):
+        MEGNet(dropout=1.0)
+
+
+# -------------------------------------------------------------- physics
+def test_passes_the_conformance_kit() -> None:
+    from matsciml.testing import check_backbone
+
+    check_backbone("megnet", params=SMALL).raise_for_failures()
+
+
+def test_energy_and_structure_features_are_continuous_where_a_pair_crosses_the_cutoff() -> None:
+    """A bond entering the graph enters with zero weight (envelope), in every aggregation and Set2Set."""
+    cutoff = 5.0
+    direction = np.array([0.48, -0.6, 0.64])
+    model = make_model(cutoff_radius=cutoff)
+    w = torch.randn(model.embedding_dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def run(distance: float) -> tuple[float, np.ndarray, np.ndarray]:
+        sample = {"atomic_numbers": np.array([6, 8, 1]),
+                  "pos": np.stack([np.zeros(3), distance * direction, np.array([0.0, 0.0, 1.1])]),
+                  "pbc": np.array([False, False, False])}
+        batch = make_batch([sample], cutoff)
+        output = model(batch)
+        energy = (output.atom_features @ w).sum()
+        (gradient,) = torch.autograd.grad(energy, batch.pos)
+        return float(energy), -gradient.numpy(), output.structure_features.detach().numpy()
+
+    apart, _, structure_apart = run(cutoff + 1.2 + 1e-7)  # O is out of range of both C and H
+    near, forces_near, structure_near = run(cutoff + 1e-7)  # just out of C's range, in H's range
+    inside, _, structure_inside = run(cutoff - 1e-7)
+    assert abs(inside - near) <= 1e-9 * max(abs(near), 1e-3)
+    np.testing.assert_allclose(structure_inside, structure_near, rtol=0, atol=1e-9)
+    assert np.isfinite(forces_near).all() and math.isfinite(apart)
+
+
+def test_molecule_without_bonds_is_finite() -> None:
+    model = make_model()
+    sample = {"atomic_numbers": np.array([6, 8]), "pos": np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]),
+              "pbc": np.array([False, False, False])}
+    output = model(make_batch([sample]))
+    assert torch.isfinite(output.atom_features).all() and torch.isfinite(output.structure_features).all()
+
+
+# ------------------------------------------------------------ state input
+def test_state_takes_per_structure_input_fields() -> None:
+    """With ``total_charge`` in the samples the state holds it (the output changes with it);
+    without it the state is zeros."""
+    rng = np.random.default_rng(7)
+    samples = [random_periodic_sample(rng, num_atoms=5), random_molecule_sample(rng, num_atoms=4)]
+    model = make_model()
+    plain = make_batch(samples)
+    assert plain.input_fields == {}
+    assert torch.equal(model.state_input(plain, torch.float64, torch.device("cpu")), torch.zeros(2, 2))
+    charged = make_batch([{**s, "total_charge": q} for s, q in zip(samples, (1.0, -2.0))])
+    assert set(charged.input_fields) == {"total_charge"}
+    state = model.state_input(charged, torch.float64, torch.device("cpu"))
+    assert state.tolist() == [[1.0, 0.0], [-2.0, 0.0]]
+    neutral = make_batch([{**s, "total_charge": 0.0} for s in samples])
+    outputs = [model(b) for b in (plain, charged, neutral)]
+    # a zero charge is the zero state: the same outputs as without the field
+    torch.testing.assert_close(outputs[2].atom_features, outputs[0].atom_features, rtol=0, atol=1e-12)
+    for name in ("atom_features", "structure_features"):
+        assert not torch.allclose(getattr(outputs[1], name), getattr(outputs[0], name))
+    with pytest.raises(ValueError, match="state_dim"):
+        make_model(state_dim=1).state_input(
+            type(charged)(**{**charged.__dict__, "input_fields": {"total_charge": torch.ones(2, 2)}}),
+            torch.float64, torch.device("cpu"))
+
+
+# ------------------------------------------------------------- training
+def test_short_s2ef_training_of_the_small_configuration(tmp_path: Path) -> None:
+    from matsciml.training.config import build_config
+    from matsciml.training.run import train
+
+    overrides = [f"model.{key}={value}" for key, value in SMALL.items()]
+    config = build_config(overrides=[
+        "model.name=megnet", f"run.dir={tmp_path}", "run.name=megnet-smoke", "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu", "trainer.enable_model_summary=false", "dataset.name=slab-emt-s2ef",
+        "task.name=s2ef", "trainer.max_epochs=1", "trainer.limit_train_batches=3", *overrides])
+    result = train(config)
+    print("megnet s2ef smoke:", result.metrics)
+    assert result.metrics and all(math.isfinite(value) for value in result.metrics.values())
+    assert {"energy_mae", "force_mae"} <= set(result.metrics)
+
+
+# ------------------------------------------------------------------ GPU
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the cuDNN LSTM double-backward trap)")
+def test_force_loss_double_backward_on_cuda() -> None:
+    rng = np.random.default_rng(3)
+    batch = make_batch([random_periodic_sample(rng, num_atoms=6), random_molecule_sample(rng, num_atoms=5)])
+    batch = batch.to("cuda")
+    batch.pos.requires_grad_(True)
+    model = make_model().cuda().train()
+    output = model(batch)
+    energy = output.atom_features.sum() + output.structure_features.sum()
+    (gradient,) = torch.autograd.grad(energy, batch.pos, create_graph=True)
+    (gradient ** 2).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
