@@ -85,7 +85,7 @@ def resolve_readouts(targets: Sequence[str], readout: str | Mapping[str, str] | 
         if target in chosen:
             resolved[target] = chosen[target]
         else:
-            resolved[target] = "mean" if extensive is None else ("sum" if extensive else "mean")
+            resolved[target] = "sum" if extensive else "mean"
             if extensive is None and note:
                 print(f"matsciml: note: task target {target!r} has no extensive/intensive declaration; using "
                       f"readout mean (set task.readout.{target}=sum for a total, or declare it at conversion: "

@@ -31,7 +31,7 @@ _CONTRACT = "see README 'Writing a plugin'"
 
 
 class BaseTask(pl.LightningModule):
-    """Common machinery; subclasses implement ``predict``, ``loss_and_metrics`` and statistics.
+    """Common machinery; subclasses implement ``predict``, ``loss``, ``metrics`` and statistics.
 
     Args:
         backbone: the model (:class:`matsciml.interfaces.Backbone`): declares

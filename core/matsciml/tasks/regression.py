@@ -133,7 +133,7 @@ class PropertyRegressionTask(BaseTask):
         # readouts not given follow the declarations, the dataset's own keys' included (metadata)
         self.readout = resolve_readouts(self.targets, self._readout_given, metadata)
         self.target_sum.copy_(self._sum_flags())
-        values = self._collect(samples, per_atom, normalised=True)
+        values = self._collect(samples, per_atom)
         means, stds = [], []
         for column in values:
             means.append(column.mean())
@@ -144,19 +144,18 @@ class PropertyRegressionTask(BaseTask):
         self._per_atom = per_atom
         super().fit_statistics(samples, metadata)
 
-    def _collect(self, samples: Iterable[Mapping[str, Any]], per_atom: Sequence[bool],
-                 normalised: bool) -> list[np.ndarray]:
+    def _collect(self, samples: Iterable[Mapping[str, Any]], per_atom: Sequence[bool]) -> list[np.ndarray]:
         """Each target's training values, per structure or per atom.
 
-        With ``normalised``, a ``sum``-readout target's totals are divided by
-        the structure's atoms: its statistics are per atom.
+        A ``sum``-readout target's totals are divided by the structure's
+        atoms: its statistics are per atom.
         """
         columns: list[list[np.ndarray]] = [[] for _ in self.targets]
         for index, sample in enumerate(samples):
             num_atoms = len(sample["atomic_numbers"])
             for column, (target, atom) in enumerate(zip(self.targets, per_atom)):
                 value = self._value(sample, target, atom, num_atoms, index)
-                if normalised and not atom and self.readout.get(target) == "sum":
+                if not atom and self.readout.get(target) == "sum":
                     value = value / num_atoms
                 columns[column].append(value)
         if not columns[0]:

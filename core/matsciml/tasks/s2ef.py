@@ -104,7 +104,7 @@ class S2EFTask(EnergyTask):
         if self.force_loss_atoms == "free":
             free = free_atoms(batch)
             # a batch of fully fixed structures has no force term (not a NaN)
-            force_term = force_error[free].sum() / max(int(free.sum()) * 3, 1)
+            force_term = force_error[free].sum() / (3 * free.sum()).clamp_min(1)
         else:
             force_term = force_error.mean()
         return self.energy_weight * energy_error.abs().mean() + self.force_weight * force_term
