@@ -98,6 +98,7 @@ def main() -> int:
         convert([args.devsets / "lips.extxyz"], dataset, progress=False)
         module = MatSciDataModule(str(dataset), DGLGraphRepresentation(), batch_size=args.batch_size,
                                   split=(1.0, 0.0, 0.0))
+        module.setup()
         batches = list(module.loader("train"))
         edges = sum(b.inputs.num_edges() for b in batches) / len(batches)
         atoms = sum(int(b.num_atoms.sum()) for b in batches) / len(batches)

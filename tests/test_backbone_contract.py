@@ -230,6 +230,22 @@ def test_a_third_party_model_ties_its_cutoff_by_declaration(toy_registry) -> Non
                                                "representation.cutoff_radius=3.5"]), toy_registry)
 
 
+def test_a_preset_is_checked_recorded_and_written_out_in_the_resolved_config(toy_registry) -> None:
+    """model.preset=NAME: an unknown name is one line listing the presets; the resolved config keeps the name
+    and every value, so it rebuilds the same model; only models have presets."""
+    from matsciml.training.config import build_config
+    from matsciml.training.run import resolve_config
+
+    with pytest.raises(MatscimlError) as raised:
+        resolve_config(build_config(overrides=["model.name=toy-mlp", "model.preset=huge"]), toy_registry)
+    assert str(raised.value).startswith("model.preset='huge' is not valid: expected one of 'default'")
+    config = resolve_config(build_config(overrides=["model.name=toy-mlp", "model.preset=default"]), toy_registry)
+    assert config["model"]["preset"] == "default"
+    assert resolve_config(config, toy_registry) == config
+    with pytest.raises(MatscimlError, match=r"^task.preset='small': only models have presets"):
+        resolve_config(build_config(overrides=["model.name=toy-mlp", "task.preset=small"]), toy_registry)
+
+
 # ------------------------------------------------------------------ the README's backbone
 def _readme_plugin(root: Path) -> Path:
     """The plugin of README "Writing a plugin", written out file by file from its code blocks."""

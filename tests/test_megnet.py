@@ -27,11 +27,13 @@ from matsciml.interfaces import Backbone, BackboneOutput  # noqa: E402
 from matsciml.registry import Registry  # noqa: E402
 from matsciml.testing import random_molecule_sample, random_periodic_sample  # noqa: E402
 from matsciml_megnet.model import MEGNet  # noqa: E402
-from matsciml_megnet.plugin import DEFAULTS, SMALL, matsciml_models  # noqa: E402
+from matsciml_megnet.plugin import DEFAULTS, ORIGINAL, PRESETS, SMALL, matsciml_models  # noqa: E402
 
 pytestmark = pytest.mark.dgl
 
-DEFAULT_PARAMETERS = 189_968  # the paper's layer sizes (16 / 100 Gaussians / [64, 32] / [64, 64, 32] / 3 blocks)
+DEFAULT_PARAMETERS = 927_424  # near the ~1M the Open MatSci ML Toolkit paper trained
+ORIGINAL_PARAMETERS = 189_968  # Chen et al.'s layer sizes (16 / 100 Gaussians / [64, 32] / [64, 64, 32] / 3 blocks)
+SMALL_PARAMETERS = 10_216
 
 
 def make_batch(samples: list[dict[str, Any]], cutoff: float = 5.0) -> Batch:
@@ -54,7 +56,8 @@ def test_spec_defaults_equal_constructor_defaults() -> None:
     signature_defaults = {name: p.default for name, p in parameters.items() if name != "self"}
     assert dict(spec.defaults) == signature_defaults == DEFAULTS
     assert set(spec.param_help) == set(signature_defaults)
-    assert set(SMALL) <= set(signature_defaults)
+    assert set(SMALL) <= set(signature_defaults) and set(ORIGINAL) <= set(signature_defaults)
+    assert {name: dict(values) for name, values in spec.presets.items()} == PRESETS
     assert spec.representation == MEGNet.representation == "dgl-graph"
     assert dict(spec.tied_params) == {"cutoff_radius": "cutoff_radius"}
     from matsciml.nn import ACTIVATIONS
@@ -64,18 +67,30 @@ def test_spec_defaults_equal_constructor_defaults() -> None:
 def test_registry_builds_megnet_with_both_outputs_declared() -> None:
     spec = Registry().model("megnet")
     assert spec.distribution == "matsciml-megnet"
-    model = spec.build(**SMALL)
+    model = spec.build(preset="small")
     assert isinstance(model, MEGNet) and isinstance(model, Backbone)
     assert model.embedding_dim == SMALL["dense_out"] and model.structure_embedding_dim == SMALL["structure_dim"]
     assert len(model.blocks) == SMALL["num_blocks"]
     assert not model.blocks[0].pre_dense and all(block.pre_dense for block in model.blocks[1:])
 
 
-def test_default_parameter_count() -> None:
-    count = sum(p.numel() for p in MEGNet().parameters())
-    print(f"MEGNet default parameters: {count}")
-    assert count == DEFAULT_PARAMETERS
-    assert 150_000 <= count <= 250_000
+def test_parameter_counts_of_the_presets() -> None:
+    """The default is near the ~1M parameters the paper trained; ``original`` is Chen et al.'s sizes."""
+    counts = {name: sum(p.numel() for p in MEGNet(**values).parameters())
+              for name, values in {"default": {}, **PRESETS}.items()}
+    print(f"MEGNet parameters: {counts}")
+    assert counts == {"default": DEFAULT_PARAMETERS, "original": ORIGINAL_PARAMETERS, "small": SMALL_PARAMETERS}
+    assert 800_000 <= counts["default"] <= 1_300_000
+
+
+def test_info_shows_presets_with_their_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    from matsciml.cli import main
+
+    assert main(["info", "megnet"]) == 0
+    out = capsys.readouterr().out
+    assert f"parameters: {DEFAULT_PARAMETERS:,} (with default hyper-parameters)" in out
+    assert f"preset small (model.preset=small, {SMALL_PARAMETERS:,} parameters): num_blocks=2" in out
+    assert f"preset original (model.preset=original, {ORIGINAL_PARAMETERS:,} parameters)" in out
 
 
 def test_rejects_bad_hyper_parameters() -> None:
@@ -91,7 +106,7 @@ def test_rejects_bad_hyper_parameters() -> None:
 def test_passes_the_conformance_kit() -> None:
     from matsciml.testing import check_backbone
 
-    check_backbone("megnet", params=SMALL).raise_for_failures()
+    check_backbone("megnet", preset="small").raise_for_failures()
 
 
 def test_energy_and_structure_features_are_continuous_where_a_pair_crosses_the_cutoff() -> None:
@@ -154,19 +169,26 @@ def test_state_takes_per_structure_input_fields() -> None:
 
 
 # ------------------------------------------------------------- training
-def test_short_s2ef_training_of_the_small_configuration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task, dataset, metric", [("s2ef", "slab-emt-s2ef", "force_mae"),
+                                                   ("is2re", "slab-emt-is2re", "energy_mae")])
+def test_short_training_of_the_small_preset_through_each_energy_task(tmp_path: Path, task: str, dataset: str,
+                                                                     metric: str) -> None:
+    """The core's tasks take MEGNet unchanged; the run records the preset and every value it set."""
+    import yaml
+
     from matsciml.training.config import build_config
     from matsciml.training.run import train
 
-    overrides = [f"model.{key}={value}" for key, value in SMALL.items()]
     config = build_config(overrides=[
         "model.name=megnet", f"run.dir={tmp_path}", "run.name=megnet-smoke", "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu", "trainer.enable_model_summary=false", "dataset.name=slab-emt-s2ef",
-        "task.name=s2ef", "trainer.max_epochs=1", "trainer.limit_train_batches=3", *overrides])
+        "trainer.accelerator=cpu", "trainer.enable_model_summary=false", f"dataset.name={dataset}",
+        f"task.name={task}", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "model.preset=small"])
     result = train(config)
-    print("megnet s2ef smoke:", result.metrics)
+    print(f"megnet {task} smoke:", result.metrics)
     assert result.metrics and all(math.isfinite(value) for value in result.metrics.values())
-    assert {"energy_mae", "force_mae"} <= set(result.metrics)
+    assert {"energy_mae", metric} <= set(result.metrics)
+    recorded = yaml.safe_load((result.run_dir / "config.yaml").read_text())["model"]
+    assert recorded == {"name": "megnet", "preset": "small", **DEFAULTS, **SMALL}  # every value written out
 
 
 # ------------------------------------------------------------------ GPU
@@ -190,7 +212,7 @@ def _train_megnet(dataset: Path, tmp_path: Path, overrides: list[str]) -> Any:
     from matsciml.training.run import train
 
     config = build_config(overrides=[
-        "model.name=megnet", "model.num_blocks=2", f"dataset.name={dataset}", "dataset.split=[0.7,0.3,0.0]",
+        "model.name=megnet", "model.preset=original", "model.num_blocks=2", f"dataset.name={dataset}", "dataset.split=[0.7,0.3,0.0]",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         f"run.dir={tmp_path}", *overrides])
     return train(config)

@@ -214,11 +214,12 @@ def test_plugins_json_matches_the_table(cli) -> None:
 
 
 def test_models_lists_the_plugin_models(cli) -> None:
-    """`matsciml models` lists the plugin's models with their representation and provider."""
+    """`matsciml models` lists the plugin's models with their representation, status and provider."""
     done = cli("models")
     assert done.returncode == 0, done.stderr
-    assert re.search(r"^needs-missing\s+missing-rep\s+matsciml-toyplugin\s", done.stdout, re.M)
-    assert re.search(r"^toy-mlp \(conflict\)\s+toy-points\s+matsciml-toyplugin\s", done.stdout, re.M)
+    assert re.search(r"^needs-missing\s+missing-rep\s+unavailable\s+matsciml-toyplugin\s", done.stdout, re.M)
+    assert re.search(r"^toy-mlp \(conflict\)\s+toy-points\s+ok\s+matsciml-toyplugin\s", done.stdout, re.M)
+    assert "  needs-missing: its representation 'missing-rep' is not installed" in done.stdout
     entries = _json(cli("models", "--json"))
     assert {(e["name"], e["distribution"]) for e in entries} >= {
         ("toy-mlp", "matsciml-toyplugin"), ("toy-mlp", "matsciml-dupplugin"), ("needs-missing", "matsciml-toyplugin")}
@@ -251,7 +252,7 @@ def test_representations_and_tasks_are_listed(cli) -> None:
     tasks = {e["name"]: e for e in _json(cli("tasks", "--json"))}
     assert tasks["toy-task"]["required_targets"] == ["energy"]
     done = cli("tasks")
-    assert re.search(r"^toy-task\s+energy\s+matsciml-toyplugin\s", done.stdout, re.M), done.stdout
+    assert re.search(r"^toy-task\s+energy\s+ok\s+matsciml-toyplugin\s", done.stdout, re.M), done.stdout
 
 
 def test_builtins_come_through_the_matsciml_entry_point(cli, api) -> None:
@@ -450,7 +451,7 @@ def test_clash_is_shown_but_does_not_break_listings(cli) -> None:
     assert models.returncode == 0, models.stderr
     clashing = [line for line in models.stdout.splitlines() if line.startswith("toy-mlp (conflict)")]
     assert len(clashing) == 2
-    assert {line.split()[3] for line in clashing} == {"matsciml-toyplugin", "matsciml-dupplugin"}
+    assert {line.split()[4] for line in clashing} == {"matsciml-toyplugin", "matsciml-dupplugin"}
     flags = {(e["name"], e["distribution"]): e["conflict"] for e in _json(cli("models", "--json"))}
     assert flags[("toy-mlp", "matsciml-toyplugin")] and flags[("toy-mlp", "matsciml-dupplugin")]
     assert flags[("needs-missing", "matsciml-toyplugin")] is False

@@ -121,12 +121,45 @@ def test_task_targets_come_from_declarations() -> None:
 
 
 def test_the_contract_version_counts_the_new_fields() -> None:
-    """tied_params, targets_param and complete_params came with version 3 of the hook contract."""
+    """tied_params, targets_param and complete_params came with version 3 of the hook contract, presets with 4."""
     from matsciml import hookspecs
 
-    assert hookspecs.HOOKSPEC_VERSION == 3
+    assert hookspecs.HOOKSPEC_VERSION == 4
     documented = inspect.getsource(hookspecs)
-    assert all(field in documented for field in ("tied_params", "targets_param", "complete_params"))
+    assert all(field in documented for field in ("tied_params", "targets_param", "complete_params", "presets"))
+
+
+# ------------------------------------------------------------------ presets
+def test_presets_set_hyper_parameters_under_the_users_own_values() -> None:
+    spec = _model(presets={"small": {"hidden_dim": 4}})
+    assert spec.resolve_params(preset="small") == {"hidden_dim": 4, "num_layers": 2}
+    assert spec.resolve_params({"hidden_dim": 8}, preset="small") == {"hidden_dim": 8, "num_layers": 2}
+    assert spec.resolve_params(preset="default") == spec.resolve_params() == {"hidden_dim": 16, "num_layers": 2}
+    assert spec.build(preset="small", num_layers=5) == {"hidden_dim": 4, "num_layers": 5}
+    assert spec.describe()["presets"] == {"small": {"hidden_dim": 4}}
+    with pytest.raises(MatscimlError) as raised:
+        spec.resolve_params(preset="tiny")
+    assert str(raised.value) == ("preset='tiny' is not valid: expected one of 'default', 'small' for model 'tiny'; "
+                                 "`matsciml info tiny` shows what each preset sets")
+    with pytest.raises(MatscimlError, match=r"^model.preset='huge' is not valid"):
+        spec.preset_params("huge", section="model")
+
+
+@pytest.mark.parametrize("presets, words", [
+    ({"small": {"depth": 1}}, "preset 'small': model 'tiny' has no hyper-parameter"),
+    ({"small": {"hidden_dim": "wide"}}, "preset 'small': hidden_dim='wide' is not valid"),
+    ({"default": {"hidden_dim": 4}}, "other than 'default'"),
+    ({"": {"hidden_dim": 4}}, "non-empty strings"),
+])
+def test_a_preset_that_does_not_fit_the_defaults_is_refused_at_construction(presets, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        _model(presets=presets)
+
+
+@pytest.mark.parametrize("reserved", ["name", "preset"])
+def test_name_and_preset_cannot_be_hyper_parameters(reserved: str) -> None:
+    with pytest.raises(ValueError, match=f"{reserved} cannot be hyper-parameters"):
+        _model(defaults={reserved: "x", "hidden_dim": 16})
 
 
 def test_every_kind_has_a_spec_class_and_a_hook() -> None:

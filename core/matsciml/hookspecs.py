@@ -44,11 +44,11 @@ from matsciml.specs import DatasetSpec, ModelSpec, RepresentationSpec, TaskSpec
 PROJECT_NAME = "matsciml"
 """The pluggy project name, and the entry-point group plugins declare."""
 
-HOOKSPEC_VERSION = 3
+HOOKSPEC_VERSION = 4
 """Version of this contract (hooks and spec fields): 2 added ``param_ranges`` and
 ``param_choices``; 3 added ``ModelSpec.tied_params`` and ``TaskSpec.targets_param``
 and ``TaskSpec.complete_params``, and backbones return
-:class:`matsciml.interfaces.BackboneOutput`."""
+:class:`matsciml.interfaces.BackboneOutput`; 4 added ``presets`` (``model.preset=NAME``)."""
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -160,6 +160,25 @@ def as_yaml(value: Any) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=None)
+def _import_problem(module: str) -> str | None:
+    """None when ``module`` imports; else its error as ``Type: message`` on one line."""
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:  # noqa: BLE001 - a broken binary may raise anything, even SystemExit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return _one_line(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+DEFAULT_PRESET = "default"
+"""The preset name every component has: its declared defaults, unchanged."""
+
+RESERVED_KEYS = ("name", "preset")
+"""Keys of a config section that are not hyper-parameters: the component's name and its preset."""
+
+
 def invalid_value_message(key: str, value: Any, expected: str, fix: str) -> str:
     """The one line for a value of the wrong type or range: key, value, what is expected, the fix."""
     return _one_line(f"{key}={value!r} is not valid: expected {expected}; {fix}")
@@ -185,6 +204,16 @@ class ComponentSpec:
             Shown by ``matsciml info`` and enforced before the factory runs.
         param_choices: the values a hyper-parameter accepts, e.g.
             ``{"activation": ("silu", "relu")}`` (matched exactly).
+        presets: named sets of hyper-parameters over ``defaults``, e.g.
+            ``{"small": {"hidden_dim": 16}}`` for CPU tests; chosen with
+            ``model.preset=small``, with the user's own values on top. The
+            name ``default`` is reserved: it means ``defaults`` as they are.
+        requires: modules the factory imports that may be missing or broken
+            where the plugin is installed, as ``{module: what to do}``, e.g.
+            ``{"dgl": "DGL 2.1 loads only with torch 2.0-2.2.1; ..."}``.
+            ``matsciml models`` lists a component whose module does not
+            import as unavailable, with that advice, instead of failing
+            when it is built.
     """
 
     kind: ClassVar[str] = "component"
@@ -197,6 +226,8 @@ class ComponentSpec:
     distribution: str | None = None
     param_ranges: Mapping[str, str] = field(default_factory=dict)
     param_choices: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    requires: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -213,11 +244,18 @@ class ComponentSpec:
         object.__setattr__(self, "param_choices", {
             key: tuple(values) if isinstance(values, (list, tuple, set, frozenset)) else values
             for key, values in choices.items()})
+        object.__setattr__(self, "requires", _frozen_mapping(self.requires))
+        object.__setattr__(self, "presets", _frozen_mapping(
+            {name: _frozen_mapping(values) for name, values in _frozen_mapping(self.presets).items()}))
         self._check_declarations()
 
     def _check_declarations(self) -> None:
         """Ranges and choices name declared hyper-parameters and are well formed (a plugin author's error)."""
         where = f"{self.kind} {self.name!r}"
+        reserved = sorted(set(RESERVED_KEYS) & set(self.defaults))
+        if reserved:
+            raise ValueError(f"{where}: {', '.join(reserved)} cannot be hyper-parameters (config sections use "
+                             f"them for the component's name and preset); rename them")
         for table in ("param_ranges", "param_choices"):
             undeclared = sorted(set(getattr(self, table)) - set(self.defaults)) if self.defaults else []
             if undeclared:
@@ -236,9 +274,33 @@ class ComponentSpec:
             if not isinstance(values, tuple) or not values:
                 raise ValueError(f"{where}: param_choices[{key!r}] must be a non-empty list of values, "
                                  f"got {values!r}")
+        for preset, values in self.presets.items():
+            if not isinstance(preset, str) or not preset.strip() or preset == DEFAULT_PRESET:
+                raise ValueError(f"{where}: presets must be named by non-empty strings other than "
+                                 f"{DEFAULT_PRESET!r} (which means the defaults), got {preset!r}")
+            try:
+                self.check_params(values)
+            except MatscimlError as exc:
+                raise ValueError(f"{where}: preset {preset!r}: {exc}") from None
+
+    def unavailable_reason(self) -> str | None:
+        """Why this component cannot be built here (a module of :attr:`requires` does not import), or None.
+
+        Imports each required module once per process (a broken install may
+        raise anything on import; that text is the reason).
+        """
+        for module, advice in self.requires.items():
+            problem = _import_problem(module)
+            if problem is not None:
+                return f"needs {module}, which does not import here ({problem}); {advice}"
+        return None
 
     def load_factory(self) -> Callable[..., Any]:
         """Return the factory, importing it if it was given as a string."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise MatscimlError(f"{self.kind} {self.name!r} from {self.distribution or 'an unknown distribution'} "
+                                f"is unavailable: {reason}")
         if callable(self.factory):
             return self.factory
         module_name, _, attribute = self.factory.partition(":")
@@ -310,16 +372,34 @@ class ComponentSpec:
             fix = f"set {key} to such a value, e.g. {key}={as_yaml(self.defaults.get(name))} (the default)"
             raise MatscimlError(invalid_value_message(key, value, expected, fix))
 
-    def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``overrides``, after :meth:`check_params`.
+    def preset_params(self, preset: str | None, section: str | None = None) -> dict[str, Any]:
+        """The hyper-parameters preset ``preset`` sets (none for ``None`` or ``"default"``).
+
+        An unknown name raises :class:`MatscimlError` naming the key
+        (``model.preset``) and the presets there are.
+        """
+        if preset is None or preset == DEFAULT_PRESET:
+            return {}
+        key = f"{section}.preset" if section else "preset"
+        known = [DEFAULT_PRESET, *self.presets]
+        if not isinstance(preset, str) or preset not in self.presets:
+            expected = f"one of {', '.join(repr(name) for name in known)} for {self.kind} {self.name!r}"
+            raise MatscimlError(invalid_value_message(
+                key, preset, expected, f"`matsciml info {self.name}` shows what each preset sets"))
+        return dict(self.presets[preset])
+
+    def resolve_params(self, overrides: Mapping[str, Any] | None = None,
+                       preset: str | None = None) -> dict[str, Any]:
+        """Defaults updated with preset ``preset``, then with ``overrides``, after :meth:`check_params`.
 
         A spec with no declared defaults accepts any keyword.
         """
         overrides = dict(overrides or {})
         self.check_params(overrides)
-        return {**self.defaults, **overrides}
+        return {**self.defaults, **self.preset_params(preset), **overrides}
 
-    def build(self, *args: Any, factory_kwargs: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+    def build(self, *args: Any, factory_kwargs: Mapping[str, Any] | None = None, preset: str | None = None,
+              **overrides: Any) -> Any:
         """Build the component with its defaults updated by ``overrides``.
 
         Positional ``args`` go to the factory as they are (a task's backbone);
@@ -327,9 +407,9 @@ class ComponentSpec:
         task's ``optimizer`` and ``scheduler`` sections). A factory that raises
         is reported naming this component, its kind and its distribution, so
         the user knows whose code failed; errors matsciml raises on purpose
-        pass through unchanged.
+        pass through unchanged. ``preset`` names one of :attr:`presets`.
         """
-        params = self.resolve_params(overrides)
+        params = self.resolve_params(overrides, preset=preset)
         factory = self.load_factory()
         try:
             return factory(*args, **params, **dict(factory_kwargs or {}))
@@ -361,6 +441,8 @@ class ComponentSpec:
                  "choices": _jsonable(self.param_choices[key]) if key in self.param_choices else None}
                 for key, value in self.defaults.items()
             ],
+            "presets": {name: _jsonable(dict(values)) for name, values in self.presets.items()},
+            "requires": dict(self.requires),
         }
         out.update(self._requirements())
         return out
@@ -473,9 +555,10 @@ class TaskSpec(ComponentSpec):
         if self.complete_params is not None and not callable(self.complete_params):
             raise ValueError(f"task {self.name!r}: complete_params must be callable, got {self.complete_params!r}")
 
-    def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def resolve_params(self, overrides: Mapping[str, Any] | None = None,
+                       preset: str | None = None) -> dict[str, Any]:
         """Defaults updated with ``overrides`` (checked), completed by :attr:`complete_params`."""
-        params = super().resolve_params(overrides)
+        params = super().resolve_params(overrides, preset=preset)
         if self.complete_params is not None:
             params = dict(self.complete_params(params))
         return params

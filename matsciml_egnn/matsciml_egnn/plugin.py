@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from matsciml.hookspecs import hookimpl
 from matsciml.specs import ModelSpec
+from matsciml_dgl.plugin import DGL_ADVICE  # the one statement of the DGL pins (no torch, no DGL import)
 
 DEFAULTS: dict[str, object] = {
     "hidden_dim": 64,
@@ -59,5 +60,6 @@ def matsciml_models() -> list[ModelSpec]:
             representation="dgl-graph",
             representation_distribution="matsciml-dgl",
             tied_params={"cutoff_radius": "cutoff_radius"},  # the envelope ends where the graph does
+            requires={"dgl": DGL_ADVICE},
         )
     ]

@@ -74,10 +74,10 @@ class MEGNet(nn.Module):
     representation = "dgl-graph"
     """The representation whose batches ``forward`` takes (matsciml-dgl)."""
 
-    def __init__(self, num_blocks: int = 3, atom_embedding_dim: int = 16, num_gaussians: int = 100,
-                 gaussian_width: float = 0.5, state_dim: int = 2, dense_hidden: int = 64, dense_out: int = 32,
-                 block_hidden: int = 64, set2set_iterations: int = 3, readout_hidden: int = 32,
-                 structure_dim: int = 16, dropout: float = 0.0, activation: str = "softplus2",
+    def __init__(self, num_blocks: int = 3, atom_embedding_dim: int = 32, num_gaussians: int = 100,
+                 gaussian_width: float = 0.5, state_dim: int = 2, dense_hidden: int = 128, dense_out: int = 64,
+                 block_hidden: int = 160, set2set_iterations: int = 3, readout_hidden: int = 128,
+                 structure_dim: int = 64, dropout: float = 0.0, activation: str = "softplus2",
                  cutoff_radius: float = 5.0) -> None:
         super().__init__()
         for name, value in (("num_blocks", num_blocks), ("atom_embedding_dim", atom_embedding_dim),

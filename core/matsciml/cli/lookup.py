@@ -7,7 +7,7 @@ from typing import Any
 from matsciml.cli.output import print_json, print_table
 from matsciml.errors import MatscimlError
 from matsciml.registry import Registry, get_registry, normalize_name
-from matsciml.specs import KINDS, ComponentSpec, ModelSpec
+from matsciml.specs import KINDS, ComponentSpec, ModelSpec, as_yaml
 
 _PLURAL = {"model": "models", "dataset": "datasets", "representation": "representations", "task": "tasks"}
 
@@ -57,19 +57,49 @@ def run_listing(args: argparse.Namespace) -> int:
     specs = registry.list(args.kind)
     conflicting = set(registry.conflicts(args.kind))
     if args.json:
-        print_json([{**spec.describe(), "conflict": normalize_name(spec.name) in conflicting} for spec in specs])
+        print_json([{**spec.describe(), "conflict": normalize_name(spec.name) in conflicting,
+                     "unavailable": unavailable_reason(spec, registry)} for spec in specs])
         return 0
     headers, extra = _listing_columns(args.kind)
     rows = []
+    unavailable = []
     for spec in specs:
         name = spec.name + (" (conflict)" if normalize_name(spec.name) in conflicting else "")
-        rows.append([name, *extra(spec), spec.distribution, spec.summary])
-    print_table(["NAME", *headers, "PROVIDED BY", "SUMMARY"], rows,
+        reason = unavailable_reason(spec, registry)
+        if reason:
+            unavailable.append(f"{spec.name}: {reason}")
+        rows.append([name, *extra(spec), "unavailable" if reason else "ok", spec.distribution, spec.summary])
+    print_table(["NAME", *headers, "STATUS", "PROVIDED BY", "SUMMARY"], rows,
                 empty=f"no {_PLURAL[args.kind]} installed; `matsciml plugins` shows what is installed")
+    if unavailable:
+        print("\nunavailable here:")
+        for line in unavailable:
+            print(f"  {line}")
     broken = registry.broken_plugins()
     if broken:
         print(f"\n{len(broken)} plugin(s) failed to load; `matsciml plugins` shows why")
     return 0
+
+
+def unavailable_reason(spec: ComponentSpec, registry: Registry) -> str | None:
+    """Why ``spec`` cannot be used in this environment, or None.
+
+    A component is unavailable when a module it requires does not import
+    (:meth:`ComponentSpec.unavailable_reason`); a model also when the
+    representation it consumes is not installed or is itself unavailable.
+    """
+    reason = spec.unavailable_reason()
+    if reason or not isinstance(spec, ModelSpec):
+        return reason
+    matches = [r for r in registry.list("representation")
+               if normalize_name(r.name) == normalize_name(spec.representation)]
+    if not matches:
+        hint = f": pip install {spec.representation_distribution}" if spec.representation_distribution else ""
+        return f"its representation {spec.representation!r} is not installed{hint}"
+    inner = matches[0].unavailable_reason()
+    if inner:
+        return f"its representation {spec.representation!r} (from {matches[0].distribution}) {inner}"
+    return None
 
 
 def _listing_columns(kind: str) -> tuple[list[str], Any]:
@@ -105,18 +135,21 @@ def _describe(spec: ComponentSpec, registry: Registry) -> dict[str, Any]:
         (r.version for r in registry.plugins() if r.distribution == spec.distribution), None)
     if len([s for s in registry.list(spec.kind) if normalize_name(s.name) == normalize_name(spec.name)]) > 1:
         description["conflict"] = True
+    description["unavailable"] = unavailable_reason(spec, registry)
     if isinstance(spec, ModelSpec):
         description["representation_installed"] = any(
             normalize_name(r.name) == normalize_name(spec.representation) for r in registry.list("representation"))
         description["parameter_count"], description["build_error"] = _parameter_count(spec)
+        description["preset_parameter_counts"] = {
+            name: _parameter_count(spec, name)[0] for name in spec.presets} if description["parameter_count"] else {}
     if spec.kind == "dataset":
         description["contents"], description["build_error"] = _dataset_contents(spec)
     return description
 
 
-def _parameter_count(spec: ComponentSpec) -> tuple[int | None, str | None]:
+def _parameter_count(spec: ComponentSpec, preset: str | None = None) -> tuple[int | None, str | None]:
     try:
-        model = spec.build()
+        model = spec.build(preset=preset)
         return sum(p.numel() for p in model.parameters()), None
     except Exception as exc:  # noqa: BLE001 - info should still show the rest
         return None, _cause(exc)
@@ -147,6 +180,8 @@ def _print_description(d: dict[str, Any]) -> None:
     if d.get("conflict"):
         print("  CONFLICT: another distribution provides the same name; requests for it fail")
     print(f"  factory: {d['factory']}")
+    if d.get("unavailable"):
+        print(f"  UNAVAILABLE here: {d['unavailable']}")
     if d["kind"] == "model":
         hint = d.get("representation_distribution")
         state = "installed" if d["representation_installed"] else (
@@ -156,6 +191,11 @@ def _print_description(d: dict[str, Any]) -> None:
             print(f"  parameters: {d['parameter_count']:,} (with default hyper-parameters)")
         elif d.get("build_error"):
             print(f"  parameters: unknown (cannot build it here: {d['build_error']})")
+    for name, values in (d.get("presets") or {}).items():
+        count = (d.get("preset_parameter_counts") or {}).get(name)
+        size = f", {count:,} parameters" if count is not None else ""
+        settings = " ".join(f"{key}={as_yaml(value)}" for key, value in values.items())
+        print(f"  preset {name} ({d['kind']}.preset={name}{size}): {settings}")
     if d["kind"] == "task":
         print(f"  needs targets: {', '.join(d['required_targets']) or 'chosen by the user'}")
     if d["kind"] == "dataset":

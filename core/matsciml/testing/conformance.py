@@ -229,7 +229,8 @@ class ConformanceReport:
 
 # ------------------------------------------------------------------ public entry point
 def check_backbone(model: str | ModelSpec, *, registry: Any = None, params: Mapping[str, Any] | None = None,
-                   representation_params: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float64,
+                   preset: str | None = None, representation_params: Mapping[str, Any] | None = None,
+                   dtype: torch.dtype = torch.float64,
                    seed: int = 0, checks: Iterable[str] | None = None,
                    raise_on_failure: bool = False) -> ConformanceReport:
     """Run the conformance checks (module docstring) on one backbone and report each.
@@ -243,6 +244,7 @@ def check_backbone(model: str | ModelSpec, *, registry: Any = None, params: Mapp
             specs; None uses the installed plugins.
         params: model hyper-parameters over the spec's defaults (keep the model
             small: the kit runs it about 130 times).
+        preset: one of the spec's ``presets`` (``"small"``) under ``params``.
         representation_params: representation hyper-parameters over its
             defaults. Tied hyper-parameters are kept equal as in training:
             the spec's ``tied_params``, or, when it declares none,
@@ -268,6 +270,7 @@ def check_backbone(model: str | ModelSpec, *, registry: Any = None, params: Mapp
     model_spec = model if isinstance(model, ModelSpec) else lookup.model(str(model))
     if not isinstance(model_spec, ModelSpec):
         raise TypeError(f"check_backbone needs a model name or a ModelSpec, got {type(model_spec).__name__}")
+    params = {**model_spec.preset_params(preset), **dict(params or {})}
     report = ConformanceReport(model=model_spec.name, representation=model_spec.representation, dtype=dtype)
     threads = torch.get_num_threads()
     try:
@@ -275,7 +278,7 @@ def check_backbone(model: str | ModelSpec, *, registry: Any = None, params: Mapp
         # and on a busy machine its spinning makes each call ten times slower.
         torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
-            _run(report, model_spec, lookup, dict(params or {}), dict(representation_params or {}), dtype, seed,
+            _run(report, model_spec, lookup, params, dict(representation_params or {}), dtype, seed,
                  selected)
     finally:
         torch.set_num_threads(threads)

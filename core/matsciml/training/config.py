@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from matsciml.errors import ComponentNotFoundError, MatscimlError
-from matsciml.specs import as_yaml, invalid_value_message, is_integer, is_number
+from matsciml.specs import RESERVED_KEYS, as_yaml, invalid_value_message, is_integer, is_number
 
 if TYPE_CHECKING:
     from matsciml.registry import Registry
@@ -345,6 +345,11 @@ def check_config(config: Mapping[str, Any], registry: "Registry | None" = None) 
             raise MatscimlError(invalid_value_message(
                 f"{section}.name", name, f"the name of an installed {section}",
                 f"`matsciml {section}s` lists them"))
+    for section in ("task", "representation"):
+        chosen = config.get(section)
+        if isinstance(chosen, Mapping) and "preset" in chosen:
+            raise MatscimlError(f"{section}.preset={chosen['preset']!r}: only models have presets "
+                                f"(model.preset=NAME); set {section} hyper-parameters one by one")
     if registry is not None:
         _check_components(config, registry)
 
@@ -367,7 +372,7 @@ def _fix(section: str, key: str) -> str:
 
 
 def _hyper_parameters(section: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in section.items() if key != "name"}
+    return {key: value for key, value in section.items() if key not in RESERVED_KEYS}
 
 
 def _check_components(config: Mapping[str, Any], registry: "Registry") -> None:
@@ -378,6 +383,7 @@ def _check_components(config: Mapping[str, Any], registry: "Registry") -> None:
     model = registry.model(str(config["model"]["name"]))
     task = registry.task(str(config["task"]["name"]))
     model.check_params(_hyper_parameters(config["model"]), section="model")
+    model.preset_params(config["model"].get("preset"), section="model")
     task.check_params(_hyper_parameters(config["task"]), section="task")
     representation_section = config.get("representation") or {}
     asked = representation_section.get("name")

@@ -29,7 +29,7 @@ from matsciml.data.splits import Split
 from matsciml.data.storage import keys_in_every_sample
 from matsciml.errors import ComponentNotFoundError, IncompatibleComponentsError, MatscimlError
 from matsciml.registry import Registry, get_registry, normalize_name
-from matsciml.specs import ComponentSpec, ModelSpec, TaskSpec, is_number
+from matsciml.specs import RESERVED_KEYS, ComponentSpec, ModelSpec, TaskSpec, is_number
 from matsciml.training.config import DEFAULT_CONFIG, check_config, deep_merge, dump_config
 
 
@@ -45,7 +45,8 @@ class Run:
 
 
 def _params(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (section or {}).items() if k != "name"}
+    """A config section's hyper-parameters: everything but its name and preset."""
+    return {k: v for k, v in (section or {}).items() if k not in RESERVED_KEYS}
 
 
 def representation_for(model_spec: ModelSpec, registry: Registry) -> ComponentSpec:
@@ -86,10 +87,15 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
             f"model {model_spec.name!r} consumes the representation {representation_spec.name!r}, "
             f"not {asked!r}; remove representation.name from the config or choose another model"
         )
-    model_params = model_spec.resolve_params(_params(config["model"]))
+    preset = config["model"].get("preset")
+    model_params = model_spec.resolve_params(_params(config["model"]), preset=preset)
+    model_set = {**model_spec.preset_params(preset, section="model"), **_params(config["model"])}
     representation_overrides = _tie_params(model_spec, representation_spec, model_params,
-                                           _params(config["model"]), _params(config["representation"]))
-    config["model"] = {"name": model_spec.name, **model_params}
+                                           model_set, _params(config["representation"]))
+    # The preset's name stays in the record for the reader; every value it set is written out, so
+    # the resolved config rebuilds the same model even if a later plugin release changes the preset.
+    config["model"] = {"name": model_spec.name, **({"preset": preset} if preset is not None else {}),
+                       **model_params}
     config["representation"] = {"name": representation_spec.name,
                                 **representation_spec.resolve_params(representation_overrides)}
     task_overrides = _params(config["task"])

@@ -9,6 +9,11 @@ from __future__ import annotations
 from matsciml.hookspecs import hookimpl
 from matsciml.specs import RepresentationSpec
 
+DGL_ADVICE = ("DGL 2.1 loads only with torch 2.0-2.2.1, numpy<2, torchdata 0.7.1 and pandas (the pinned "
+              "stack of matsciml's repository: scripts/pins/dgl-stack.txt); on newer torch choose a model "
+              "without DGL (`matsciml models` lists which are available)")
+"""Why a DGL-based component may be unavailable, and what to do (``matsciml models`` shows it)."""
+
 
 @hookimpl
 def matsciml_representations() -> list[RepresentationSpec]:
@@ -29,5 +34,6 @@ def matsciml_representations() -> list[RepresentationSpec]:
             # checked before the representation is built: a bad value is one line naming it
             param_ranges={"cutoff_radius": ">0", "max_neighbors": ">=1"},
             param_choices={"dtype": ("float32", "float64")},
+            requires={"dgl": DGL_ADVICE},
         )
     ]
