@@ -284,3 +284,29 @@ def test_gala_learns_forces_of_lips(devsets_dir: Path, tmp_path: Path) -> None:
     model, zero = result.metrics["force_mae"], result.baselines["mean"]["force_mae"]
     print("gala lips:", result.metrics, result.baselines)
     assert model <= 0.6 * zero, (model, zero)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("dgl") is not None,
+                    reason="run once per suite: in the current-torch environment, which GALA is for (no DGL)")
+def test_gala_with_oc20_centres_beats_the_composition_fit_on_held_out_is2re_systems(tmp_path: Path) -> None:
+    """IS2RE on the shipped EMT devset split by system, clouds around adsorbate and surface atoms and a
+    quarter of the subsurface (``centres=oc20``): on the test split, untouched by training and checkpoint
+    selection, the energy MAE is below the per-element composition fit's (measured: 0.707 against 0.779 eV;
+    100 epochs, under 2 minutes)."""
+    from matsciml.training.config import build_config
+    from matsciml.training.run import evaluate_task, load_checkpoint, train
+
+    config = build_config(overrides=[
+        "model.name=gala", "model.preset=cpu", "representation.centres=oc20", "representation.cutoff_radius=4.0",
+        "representation.max_neighbors=24", "dataset.name=slab-emt-is2re", "task.name=is2re",
+        "dataset.split=[0.6,0.2,0.2]", "trainer.max_epochs=100", "optimizer.lr=0.003", "data.batch_size=4",
+        "early_stopping=null", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", f"run.dir={tmp_path}"])
+    result = train(config)
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.split.group_key == "system_id"
+    test = evaluate_task(loaded.task, loaded.run.datamodule, "test")
+    baselines = loaded.task.baseline_from(loaded.run.datamodule, "test")
+    print("gala is2re:", {"val": result.metrics, "test": test, "test_baselines": baselines})
+    assert test["energy_mae"] < baselines["composition"]["energy_mae"] < baselines["mean"]["energy_mae"]
