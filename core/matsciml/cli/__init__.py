@@ -22,7 +22,7 @@ from matsciml.errors import MatscimlError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each module adds its own)."""
-    from matsciml.cli import data, lookup, train
+    from matsciml.cli import data, lookup, plot, train
 
     parser = argparse.ArgumentParser(
         prog="matsciml",
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_commands(commands)
     data.add_commands(commands)
     train.add_commands(commands)
+    plot.add_commands(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from matsciml.cli.output import print_json, print_table
@@ -37,6 +38,9 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
                           help="which part of the recorded split (default val; with --dataset, 'all' is usual)")
     evaluate.add_argument("--batch-size", type=_positive_int, metavar="N", help="override the batch size")
+    evaluate.add_argument("--plot", nargs="?", const="", metavar="FILE.png",
+                          help="also draw parity plots (predicted against reference for each target, the MAE in "
+                               "the legend) to FILE.png (default: RUN_DIR/parity-SPLIT.png); needs matplotlib")
     evaluate.add_argument("--json", action="store_true", help="print JSON; progress and logs go to standard error")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -118,6 +122,19 @@ def print_comparison(metrics: dict[str, float], baselines: dict[str, dict[str, f
             print(f"  higher is better for {', '.join(shown)}; lower for the others (see README 'Metrics')")
 
 
+def _parity_plot(args: argparse.Namespace, loaded: Any, datamodule: Any) -> Path:
+    """Draw the parity plot of ``evaluate --plot``; its path."""
+    from matsciml.training.curves import load_pyplot
+    from matsciml.training.parity import collect_predictions, write_parity_plot
+
+    load_pyplot()  # fail before predicting when matplotlib is missing
+    checkpoint = Path(args.checkpoint)
+    output = Path(args.plot) if args.plot else checkpoint.resolve().parent.parent / f"parity-{args.split}.png"
+    values = collect_predictions(loaded.task, datamodule, args.split)
+    title = f"{checkpoint.name} on {Path(str(datamodule.dataset_name)).name}, {args.split} split"
+    return write_parity_plot(values, output, title)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from matsciml.registry import get_registry
     from matsciml.training.run import evaluate_task, load_checkpoint
@@ -134,10 +151,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_task(loaded.task, datamodule, args.split, loaded.config["trainer"])
     baselines = loaded.task.baseline_from(datamodule, args.split)
     dataset = datamodule.dataset_name
+    plot = _parity_plot(args, loaded, datamodule) if args.plot is not None else None
     if args.json:
         print_json({"checkpoint": args.checkpoint, "dataset": dataset, "split": args.split, "metrics": metrics,
-                    "baselines": baselines})
+                    "baselines": baselines, **({"plot": str(plot)} if plot else {})})
         return 0
+    if plot:
+        print(f"parity plot written to {plot}")
     print(f"{args.checkpoint} on {dataset} ({args.split} split), beside the baselines fitted on the training "
           f"split:")
     print_comparison(metrics, baselines, tuple(loaded.task.higher_is_better))
