@@ -46,7 +46,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "enable_progress_bar": True,
     },
     "early_stopping": {"monitor": "val/loss", "patience": 20},
-    "run": {"dir": "runs", "name": None, "seed": 0},
+    # save_top_k: best checkpoints kept (by val/loss), besides last.ckpt; checkpoint_every_n_epochs: also
+    # keep epoch-N.ckpt every N epochs (null: none), e.g. to study a run after the fact
+    "run": {"dir": "runs", "name": None, "seed": 0, "save_top_k": 1, "checkpoint_every_n_epochs": None},
 }
 
 SECTIONS = tuple(DEFAULT_CONFIG)
@@ -291,6 +293,8 @@ CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
         "dir": _text("a directory path"),
         "name": _text("a string", nullable=True),
         "seed": _integer(0, SEED_MAX),
+        "save_top_k": _integer(1),
+        "checkpoint_every_n_epochs": _integer(1, nullable=True),
     },
 }
 """The core's own config keys: what each accepts, in words and as a test."""

@@ -438,9 +438,16 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
     run.task.run_record = {"config": config, "split": split.to_json(), "matsciml_version": __version__,
                            "dataset": dataset_record(run.datamodule)}
 
+    policy = config["run"]
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-{epoch}",
-                                 monitor="val/loss", mode="min", save_top_k=1, save_last=True)
+                                 monitor="val/loss", mode="min", save_top_k=int(policy.get("save_top_k", 1)),
+                                 save_last=True)
     callbacks: list[Any] = [checkpoint]
+    every = policy.get("checkpoint_every_n_epochs")
+    if every:  # a second policy beside the best ones: every N epochs, all kept, whatever the loss
+        callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="epoch-{epoch}",
+                                         auto_insert_metric_name=False, every_n_epochs=int(every), save_top_k=-1,
+                                         monitor=None))
     stopping = config.get("early_stopping")
     if stopping:
         callbacks.append(EarlyStopping(monitor=stopping.get("monitor", "val/loss"), mode="min",
