@@ -35,7 +35,7 @@ class RunLog:
     @property
     def metrics(self) -> list[str]:
         """Metric names in the order of the log's columns, ``loss`` first."""
-        return sorted(self.curves, key=lambda name: (name != "loss", list(self.curves).index(name)))
+        return [name for name in self.curves if name == "loss"] + [name for name in self.curves if name != "loss"]
 
 
 def read_run_log(run_dir: str | Path) -> RunLog:
