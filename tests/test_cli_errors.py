@@ -567,7 +567,8 @@ def test_train_json_stdout_is_only_the_document(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert Path(document["run_dir"]) == tmp_path / "json-run"
-    assert set(document) == {"run_dir", "best_checkpoint", "epochs", "metrics", "baselines", "skipped_invalid"}
+    assert set(document) == {"run_dir", "best_checkpoint", "epochs", "metrics", "baselines", "skipped_invalid",
+                             "reference_energies"}
     assert document["skipped_invalid"]["count"] == 0
     assert "energy_mae" in document["metrics"]
     assert "Epoch 0" in done.stderr  # the progress bar was drawn, on stderr

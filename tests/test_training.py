@@ -46,7 +46,7 @@ def test_overrides_parse_yaml_values_and_nest() -> None:
     assert config["trainer"]["max_epochs"] == 3
     assert config["model"] == {"hidden_dim": 32}
     assert config["dataset"]["split"] == [0.5, 0.25, 0.25]
-    assert config["scheduler"] == {"name": "cosine"}
+    assert config["scheduler"] == {"name": "cosine", "warmup_steps": 0}
 
 
 def test_unknown_section_is_named_with_a_suggestion() -> None:

@@ -14,7 +14,7 @@ def add_commands(commands: Any) -> None:
     train = commands.add_parser(
         "train", help="train a model on a dataset and task (YAML config plus key=value overrides)",
         description="Train through PyTorch Lightning. The config has sections model, dataset, task, "
-                    "representation, data, optimizer, scheduler, trainer, early_stopping, run; any key can "
+                    "representation, data, optimizer, scheduler, trainer, early_stopping, ema, run; any key can "
                     "be overridden as section.key=value (values are YAML). A model must be chosen (--model NAME; "
                     "`matsciml models` lists them); the representation is the one the model needs. The run "
                     "directory keeps the resolved config, split, checkpoints and metrics.")
@@ -30,6 +30,11 @@ def add_commands(commands: Any) -> None:
                             "and exit")
     train.add_argument("--json", action="store_true",
                        help="print the final metrics as JSON; progress and logs go to standard error")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its newest intact checkpoint (weights, optimiser, "
+                            "scheduler, epoch, random states, data order) with its own config; only "
+                            "trainer.max_epochs, where it runs (trainer.accelerator/devices/num_nodes/strategy) "
+                            "and data.num_workers may be changed")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained checkpoint on a dataset split")
@@ -66,25 +71,53 @@ def _gather_config(args: argparse.Namespace) -> dict[str, Any]:
     return build_config(args.config, overrides)
 
 
+def _resumed_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of the run ``--resume`` continues, with the overrides a resumed run may take."""
+    from matsciml.errors import MatscimlError
+    from matsciml.training.config import build_config
+    from matsciml.training.run import RESUME_OVERRIDABLE
+
+    given = [flag for flag, value in (("--config", args.config), ("--model", args.model),
+                                      ("--dataset", args.dataset), ("--task", args.task)) if value]
+    if given:
+        raise MatscimlError(f"--resume continues a run with its own config; remove {', '.join(given)} (a resumed "
+                            f"run may change only {', '.join(RESUME_OVERRIDABLE)})")
+    for override in args.overrides:
+        key = override.partition("=")[0]
+        if key not in RESUME_OVERRIDABLE:
+            raise MatscimlError(f"--resume: {key} cannot change in a resumed run (it would not continue the same "
+                                f"training); remove {override!r}, or start a new run; allowed: "
+                                f"{', '.join(RESUME_OVERRIDABLE)}")
+    path = Path(args.resume) / "config.yaml"
+    if not path.is_file():
+        raise MatscimlError(f"--resume {args.resume}: not a run directory (it has no config.yaml); give a directory "
+                            f"written by `matsciml train`, such as runs/NAME")
+    return build_config([path], args.overrides)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from matsciml.registry import get_registry
     from matsciml.training.config import dump_config
-    from matsciml.training.run import resolve_config, train
+    from matsciml.training.run import check_trainer_options, resolve_config, train
 
     registry = get_registry()
-    config = resolve_config(_gather_config(args), registry)
+    gathered = _resumed_config(args) if args.resume else _gather_config(args)
+    config = resolve_config(gathered, registry)
+    check_trainer_options(config["trainer"])  # a misspelt Trainer argument is refused before printing, too
     if args.print_config:
         if args.json:  # JSON is YAML too: `--config` reads this back
             print_json(config)
         else:
             print(dump_config(config), end="")
         return 0
-    result = train(config, registry)
+    result = train(config, registry, resume=args.resume)
+    if not result.rank_zero:  # another process of a distributed run: rank 0 reports
+        return 0
     skipped = result.skipped_invalid
     if args.json:
         print_json({"run_dir": str(result.run_dir), "best_checkpoint": str(result.best_checkpoint),
                     "epochs": result.epochs, "metrics": result.metrics, "baselines": result.baselines,
-                    "skipped_invalid": skipped})
+                    "skipped_invalid": skipped, "reference_energies": result.reference_energies})
         return 0
     print(f"\nrun directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
@@ -94,7 +127,15 @@ def run_train(args: argparse.Namespace) -> int:
               f"{result.run_dir / 'metrics.json'}; the first: {skipped['samples'][0]['reason']}")
     print("validation metrics of the best checkpoint, beside the baselines on the same split:")
     print_comparison(result.metrics, result.baselines, result.higher_is_better)
+    print_references(result.reference_energies)
     return 0
+
+
+def print_references(references: dict[str, float]) -> None:
+    """One line with the per-element reference energies a run fitted, when it has any."""
+    if references:
+        shown = "  ".join(f"{symbol} {value:.4f}" for symbol, value in references.items())
+        print(f"per-element reference energies (eV/atom, least squares on the training split): {shown}")
 
 
 def print_comparison(metrics: dict[str, float], baselines: dict[str, dict[str, float]],
@@ -137,7 +178,7 @@ def _parity_plot(args: argparse.Namespace, loaded: Any, datamodule: Any) -> Path
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from matsciml.registry import get_registry
-    from matsciml.training.run import evaluate_task, load_checkpoint
+    from matsciml.training.run import evaluate_task, fitted_reference_energies, load_checkpoint
 
     registry = get_registry()
     loaded = load_checkpoint(args.checkpoint, dataset=args.dataset, registry=registry)
@@ -153,14 +194,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = datamodule.dataset_name
     plot = _parity_plot(args, loaded, datamodule) if args.plot is not None else None
     if args.json:
+        references = fitted_reference_energies(loaded.task)
         print_json({"checkpoint": args.checkpoint, "dataset": dataset, "split": args.split, "metrics": metrics,
-                    "baselines": baselines, **({"plot": str(plot)} if plot else {})})
+                    "baselines": baselines, **({"plot": str(plot)} if plot else {}),
+                    "reference_energies": references})
         return 0
     if plot:
         print(f"parity plot written to {plot}")
     print(f"{args.checkpoint} on {dataset} ({args.split} split), beside the baselines fitted on the training "
           f"split:")
     print_comparison(metrics, baselines, tuple(loaded.task.higher_is_better))
+    print_references(fitted_reference_energies(loaded.task))
     if args.split in ("train", "all"):
         print("  note: the baselines (and the model) were fitted on training samples that this split includes")
     return 0

@@ -34,7 +34,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "representation": {},
     "data": {"batch_size": 8, "num_workers": 0, "statistics_samples": 10000, "skip_invalid": False},
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
-    "scheduler": {"name": "cosine"},
+    # warmup_steps: the first N optimiser steps ramp the learning rate linearly up to the schedule's value
+    # (name: cosine, plateau, or constant = no schedule after the warm-up); scheduler=null: constant, no warm-up
+    "scheduler": {"name": "cosine", "warmup_steps": 0},
     "trainer": {
         "max_epochs": 10,
         "accelerator": "auto",
@@ -46,6 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "enable_progress_bar": True,
     },
     "early_stopping": {"monitor": "val/loss", "patience": 20},
+    # exponential moving average of the weights, validated and checkpointed in their place; decay null: off,
+    # ema.decay=0.999 turns it on (averaging window about 1/(1 - decay) optimiser steps)
+    "ema": {"decay": None, "update_every_n_steps": 1, "update_starting_at_step": 0},
     # save_top_k: best checkpoints kept (by val/loss), besides last.ckpt; checkpoint_every_n_epochs: also
     # keep epoch-N.ckpt every N epochs (null: none), e.g. to study a run after the fact
     "run": {"dir": "runs", "name": None, "seed": 0, "save_top_k": 1, "checkpoint_every_n_epochs": None},
@@ -158,7 +163,7 @@ def _plain(value: Any) -> Any:
 # Names the tasks accept (matsciml.tasks.base); kept here so that checking a
 # config imports neither torch nor Lightning. A test keeps them in step.
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "adam", "sgd")
-SCHEDULER_NAMES: tuple[str, ...] = ("cosine", "plateau", "reducelronplateau")
+SCHEDULER_NAMES: tuple[str, ...] = ("cosine", "plateau", "reducelronplateau", "constant")
 # What pytorch_lightning.Trainer(precision=...) accepts (Lightning 2.x); a test keeps them in step.
 PRECISIONS: tuple[Any, ...] = (16, 32, 64, "16", "32", "64", "bf16", "16-true", "16-mixed", "bf16-true",
                                "bf16-mixed", "32-true", "64-true", "transformer-engine",
@@ -221,6 +226,18 @@ def _mapping(nullable: bool = False) -> _Check:
         lambda value: (value is None and nullable) or isinstance(value, Mapping))
 
 
+def _fraction(nullable: bool = False) -> _Check:
+    """A number strictly between 0 and 1 (an EMA decay: 0 would not average, 1 would never move)."""
+    words = "a number between 0 and 1, both excluded, e.g. 0.999" + (" or null" if nullable else "")
+
+    def test(value: Any) -> bool:
+        if value is None:
+            return nullable
+        return is_number(value) and math.isfinite(float(value)) and 0.0 < float(value) < 1.0
+
+    return words, test
+
+
 def _split_fractions(value: Any) -> bool:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         return False
@@ -265,6 +282,7 @@ CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
     },
     "scheduler": {
         "name": _choice(SCHEDULER_NAMES, fold_case=True),
+        "warmup_steps": _integer(0),
     },
     "trainer": {
         "max_epochs": _integer(-1, nullable=True),
@@ -289,6 +307,11 @@ CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
         "monitor": _text("the name of a logged metric, e.g. val/loss"),
         "patience": _integer(0),
     },
+    "ema": {
+        "decay": _fraction(nullable=True),
+        "update_every_n_steps": _integer(1),
+        "update_starting_at_step": _integer(0),
+    },
     "run": {
         "dir": _text("a directory path"),
         "name": _text("a string", nullable=True),
@@ -299,8 +322,13 @@ CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
 }
 """The core's own config keys: what each accepts, in words and as a test."""
 
-# Sections that may be null (no scheduler, no early stopping); the others are mappings.
-_NULLABLE_SECTIONS = ("scheduler", "early_stopping")
+# Sections that may be null (no scheduler, no early stopping, no weight averaging); the others are mappings.
+_NULLABLE_SECTIONS = ("scheduler", "early_stopping", "ema")
+# Sections whose keys are all the core's own (no keyword arguments passed on to torch or Lightning), so an
+# unknown key is a typo: it is named with a suggestion instead of being ignored.
+_CLOSED_SECTIONS = ("dataset", "data", "early_stopping", "ema", "run")
+# A fix that is more useful than "the default" for a key whose default is off
+_FIX_EXAMPLES = {("ema", "decay"): "ema.decay=0.999 (or ema.decay=null: no averaging)"}
 
 
 def check_config(config: Mapping[str, Any], registry: "Registry | None" = None) -> None:
@@ -329,14 +357,17 @@ def check_config(config: Mapping[str, Any], registry: "Registry | None" = None) 
         value = config[section]
         if value is None and section in _NULLABLE_SECTIONS:
             continue
-        if value is False and section == "early_stopping":
+        if value is False and section in ("early_stopping", "ema"):
             continue
         if not isinstance(value, Mapping):
             what = "a mapping of keys" + (" or null" if section in _NULLABLE_SECTIONS else "")
             raise MatscimlError(invalid_value_message(
                 section, value, f"{what} (section {section})",
                 f"write it as {section}.KEY=VALUE overrides or as a mapping in the config file"))
-        for key, (expected, test) in CONFIG_CHECKS.get(section, {}).items():
+        checks = CONFIG_CHECKS.get(section, {})
+        if section in _CLOSED_SECTIONS:
+            _check_known_keys(section, value, checks)
+        for key, (expected, test) in checks.items():
             if key in value and not test(value[key]):
                 raise MatscimlError(invalid_value_message(
                     f"{section}.{key}", value[key], expected, _fix(section, key)))
@@ -368,7 +399,19 @@ def no_model_message(registry: "Registry") -> str:
             "pip install ./matsciml_egnn ./plugins/matsciml_dgl), then give --model NAME")
 
 
+def _check_known_keys(section: str, value: Mapping[str, Any], checks: Mapping[str, _Check]) -> None:
+    """Refuse a key a closed section does not have, naming it, the keys it has and the closest one."""
+    for key in value:
+        if key not in checks:
+            close = difflib.get_close_matches(str(key), list(checks), n=1)
+            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+            raise MatscimlError(f"{section}.{key} is not an option of {section}{hint}; its options are "
+                                f"{', '.join(checks)}: remove {section}.{key} or correct its name")
+
+
 def _fix(section: str, key: str) -> str:
+    if (section, key) in _FIX_EXAMPLES:
+        return f"set {section}.{key} to such a value, e.g. {_FIX_EXAMPLES[section, key]}"
     default = DEFAULT_CONFIG.get(section, {})
     if isinstance(default, Mapping) and key in default:
         return f"set {section}.{key} to such a value, e.g. {section}.{key}={as_yaml(default[key])} (the default)"

@@ -196,6 +196,84 @@ class NamedCollate:
         return batch
 
 
+def process_rank() -> tuple[int, int]:
+    """``(rank, world size)`` of this process in distributed training, ``(0, 1)`` outside it."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Positions ``0..n-1``, in an order that depends only on the seed and the epoch.
+
+    With ``shuffle`` each epoch is a permutation drawn from numpy's PCG64
+    seeded with ``(seed, epoch)``; without, the positions in order. The
+    order never depends on how many epochs this process has run, so a run
+    resumed at epoch k draws the order the uninterrupted run drew. Lightning
+    calls :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, num_samples: int, shuffle: bool, seed: int) -> None:
+        self.num_samples = int(num_samples)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.num_samples))
+        generator = np.random.default_rng([self.seed, self.epoch])
+        return iter(generator.permutation(self.num_samples).tolist())
+
+
+class RankBatches(torch.utils.data.Sampler):
+    """Batches of ``batch_size`` structures per process, cut from global batches.
+
+    The order (:class:`EpochOrder`) is cut into global batches of
+    ``batch_size × world size`` positions, the batches a single process
+    with that batch size would see, and each rank takes its contiguous share
+    of each. So every sample is read once per epoch, by one rank, and every
+    rank takes the same number of steps (DDP's gradient averaging needs
+    that). A last global batch is shared as evenly as it allows; when it has
+    fewer samples than there are ranks, it is left out of that epoch (at most
+    world size − 1 samples, different ones each shuffled epoch), because
+    some rank would have nothing to step on. Outside distributed training,
+    and for ``distributed=False`` loaders, it is plain batching of the order.
+    """
+
+    def __init__(self, sampler: EpochOrder, batch_size: int, distributed: bool = True) -> None:
+        self.sampler = sampler  # Lightning finds set_epoch here (batch_sampler.sampler)
+        self.batch_size = int(batch_size)
+        self.distributed = bool(distributed)
+
+    def _layout(self) -> tuple[int, int]:
+        return process_rank() if self.distributed else (0, 1)
+
+    def __len__(self) -> int:
+        _, world = self._layout()
+        size = self.batch_size * world
+        full, rest = divmod(len(self.sampler), size)
+        return full + (1 if rest >= world else 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = self._layout()
+        order = list(self.sampler)
+        size = self.batch_size * world
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            if len(chunk) < world:
+                return
+            share, extra = divmod(len(chunk), world)
+            begin = rank * share + min(rank, extra)
+            yield chunk[begin:begin + share + (1 if rank < extra else 0)]
+
+
 class MatSciDataModule(pl.LightningDataModule):
     """Splits, loaders and collation for one dataset and one representation.
 
@@ -392,23 +470,33 @@ class MatSciDataModule(pl.LightningDataModule):
             raise MatscimlError(f"the {part} split of {self.dataset_name!r} is empty; change the split fractions")
         return list(indices)
 
-    def loader(self, part: str, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+    def loader(self, part: str, shuffle: bool = False, shard: bool = False) -> DataLoader:
+        """A loader over one part of the split.
+
+        ``shuffle`` draws a new order each epoch from ``(seed, epoch)`` alone
+        (:class:`EpochOrder`), so a run resumed at an epoch sees the batches the
+        uninterrupted run saw. ``shard`` gives this process its share of each
+        batch under distributed training (:class:`RankBatches`); loaders for
+        evaluation and statistics are not sharded: one process reads them whole.
+        """
+        order = EpochOrder(len(self.indices(part)), shuffle=shuffle, seed=self.seed)
+        batches = RankBatches(order, self.batch_size, distributed=shard)
         return DataLoader(
             RepresentedDataset(self.reader, self.indices(part), self.representation),  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             collate_fn=NamedCollate(self.representation, self.skip_invalid),
             persistent_workers=self.num_workers > 0,
-            generator=generator if shuffle else None,
+            # the loader's own generator seeds its workers: iterating never draws from the global RNG, which a
+            # resumed run restores from its checkpoint (matsciml.training.resume)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        return self.loader("train", shuffle=True, shard=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
+        return self.loader("val", shard=True)
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")

@@ -30,6 +30,7 @@ from matsciml.data.storage import keys_in_every_sample
 from matsciml.errors import ComponentNotFoundError, IncompatibleComponentsError, MatscimlError
 from matsciml.registry import Registry, get_registry, normalize_name
 from matsciml.specs import RESERVED_KEYS, ComponentSpec, ModelSpec, TaskSpec, is_number
+from matsciml.training.callbacks import training_callbacks
 from matsciml.training.config import DEFAULT_CONFIG, check_config, deep_merge, dump_config
 
 
@@ -327,10 +328,72 @@ class TrainResult:
     skipped_invalid: dict[str, Any] = field(default_factory=lambda: {"count": 0, "samples": []})
     #: the task's metrics where more is better (shares within a threshold, cosines)
     higher_is_better: tuple[str, ...] = ()
+    #: False in the other processes of a distributed run: rank 0 evaluates and writes the run's files
+    rank_zero: bool = True
+    #: per-element reference energies the task fitted on the training split (eV per atom), by symbol
+    reference_energies: dict[str, float] = field(default_factory=dict)
+
+
+def fitted_reference_energies(task: Any) -> dict[str, float]:
+    """The per-element reference energies an energy task fitted (eV per atom), by element symbol.
+
+    Empty for tasks without them (regression) or with ``task.reference_energies=false``.
+    """
+    from matsciml.data.schema import ELEMENT_SYMBOLS
+
+    references = getattr(getattr(task, "energy_head", None), "references", None)
+    if references is None:
+        return {}
+    return {ELEMENT_SYMBOLS[z] if z < len(ELEMENT_SYMBOLS) else f"Z{z}": float(references[z])
+            for z in references.nonzero().flatten().tolist()}
+
+
+#: set by rank 0 before Lightning starts the other processes of a run, which write into the same directory
+RUN_DIR_VARIABLE = "MATSCIML_RUN_DIR"
+
+
+def launch_is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its run, from the launcher's environment variables.
+
+    Known before any process group exists: torchrun sets ``RANK``,
+    Lightning's launcher ``LOCAL_RANK`` and ``NODE_RANK``, and ``srun`` with
+    several tasks ``SLURM_PROCID``. A process no launcher started is rank 0.
+    """
+    environment = os.environ
+    if "RANK" in environment:
+        return int(environment["RANK"]) == 0
+    if "LOCAL_RANK" in environment:
+        return int(environment["LOCAL_RANK"]) == 0 and int(environment.get("NODE_RANK", 0) or 0) == 0
+    if int(environment.get("SLURM_NTASKS", 1) or 1) > 1:
+        return int(environment.get("SLURM_PROCID", 0) or 0) == 0
+    return True
+
+
+def _started_together() -> bool:
+    """Whether every process of the run was started at once by an outside launcher (torchrun, srun)."""
+    environment = os.environ
+    return int(environment.get("WORLD_SIZE", 1) or 1) > 1 or int(environment.get("SLURM_NTASKS", 1) or 1) > 1
+
+
+def _run_name(config: Mapping[str, Any]) -> str:
+    run = config["run"]
+    name = run.get("name")
+    if not name and _started_together():
+        # every process must find the same directory without talking to the others: the job's id names it
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        if not job or job == "none":
+            raise MatscimlError("run.name is not set, and the processes of this distributed run were started "
+                                "together (torchrun or srun), so they cannot agree on a timestamped run directory; "
+                                "set run.name=NAME (the same for every process, e.g. the job's id)")
+        name = f"{config['model']['name']}-{config['task']['name']}-{job}"
+    if not name:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"{config['model']['name']}-{config['task']['name']}-{Path(str(config['dataset']['name'])).stem}-{stamp}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".") or "run"  # never '.', '..' or hidden
 
 
 def _run_dir(config: Mapping[str, Any]) -> Path:
-    """A new, empty directory for this run, under ``run.dir``.
+    """The directory of this run, under ``run.dir``: new and empty for a single process.
 
     The name is ``run.name``, or MODEL-TASK-DATASET-TIMESTAMP when it is not
     set. A run never writes into a directory that exists: an earlier run's
@@ -340,17 +403,27 @@ def _run_dir(config: Mapping[str, Any]) -> Path:
     timestamped names of two runs started within a second get the same
     treatment). Each candidate is created with ``mkdir(exist_ok=False)``, so
     two runs started at once never share a directory.
+
+    Processes of a distributed run share rank 0's directory: those Lightning
+    starts find it in ``MATSCIML_RUN_DIR``; those started together by
+    torchrun or srun use ``run.name`` (or the job's id) as it is.
     """
     import sys
 
-    run = config["run"]
-    name = run.get("name")
-    if not name:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{config['model']['name']}-{config['task']['name']}-{Path(str(config['dataset']['name'])).stem}-{stamp}"
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".") or "run"  # never '.', '..' or hidden
-    parent = Path(run.get("dir") or "runs")
+    if not launch_is_rank_zero() and os.environ.get(RUN_DIR_VARIABLE):
+        return Path(os.environ[RUN_DIR_VARIABLE])
+    name = _run_name(config)
+    parent = Path(config["run"].get("dir") or "runs")
     parent.mkdir(parents=True, exist_ok=True)
+    if _started_together():
+        # every process decides alike from what is on disk before any of them writes run files
+        path = parent / name
+        if (path / "metrics.json").exists() or (path / "checkpoints").exists():
+            raise MatscimlError(f"run directory {path} holds an earlier run, and the processes of this distributed "
+                                f"run must agree on one directory; set another run.name, or continue that run "
+                                f"with --resume {path}")
+        path.mkdir(exist_ok=True)
+        return path
     number = 1
     while True:
         path = parent / (name if number == 1 else f"{name}-{number}")
@@ -393,7 +466,8 @@ def _quiet_lightning() -> None:
             logger.addFilter(_DropAdvertisements())
 
 
-def train(config: Mapping[str, Any], registry: Registry | None = None) -> TrainResult:
+def train(config: Mapping[str, Any], registry: Registry | None = None,
+          resume: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train the configured model on the configured dataset and task.
 
     Writes into the run directory: ``config.yaml`` (resolved), ``split.json``,
@@ -403,34 +477,71 @@ def train(config: Mapping[str, Any], registry: Registry | None = None) -> TrainR
     ``data.skip_invalid``). A run that fails (a non-finite loss, an invalid
     sample) raises, and its ``metrics.json`` says ``failed`` with the error.
 
+    ``resume`` continues the run in that directory from its newest intact
+    checkpoint (:func:`matsciml.training.resume.find_resume_point`): weights,
+    optimiser, scheduler, epoch, step, random states and data order, so it
+    ends where the uninterrupted run would have. ``config`` is then the
+    run's own, with at most the changes :data:`RESUME_OVERRIDABLE` allows.
+
+    Under distributed training only rank 0 writes run files, checkpoints
+    and logs, and evaluates at the end; the other ranks return a result
+    without metrics (``rank_zero`` False).
+
     Components are looked up in ``registry`` (the process's by default).
     """
+    import sys
+
     import pytorch_lightning as pl
+
+    from matsciml.training.resume import find_resume_point
 
     _quiet_lightning()
     registry = registry or get_registry()
     config = resolve_config(config, registry)
     check_trainer_options(config["trainer"])  # before the model is built and the run directory written
+    rank_zero = launch_is_rank_zero()
+    point = None
+    split = None
+    if resume is not None:
+        run_dir = Path(resume)
+        point = find_resume_point(run_dir)
+        record = read_checkpoint(point.path).get("matsciml") or {}
+        split = Split.from_json(record["split"]) if "split" in record else None
+        if rank_zero:
+            print(f"matsciml: resuming {run_dir} from {point.describe(run_dir)}", file=sys.stderr)
+            for path, reason in point.passed_over:
+                print(f"matsciml: note: passed over {path.name}: {reason}", file=sys.stderr)
     pl.seed_everything(int(config["run"]["seed"]), workers=True, verbose=False)
-    run = build_run(config, registry=registry)
-    run_dir = _run_dir(config)
-    (run_dir / "config.yaml").write_text(dump_config(config))
-    split = run.datamodule.split
-    split.save(run_dir / "split.json")
+    run = build_run(config, split=split, registry=registry)
+    if resume is None:
+        run_dir = _run_dir(config)
+    if rank_zero:
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        run.datamodule.split.save(run_dir / "split.json")
 
     try:
-        result = _fit(config, run, run_dir)
+        result = _fit(config, run, run_dir, point, rank_zero)
     except BaseException as exc:
         # the run directory says how the run ended; the error itself goes to the caller (exit code 1)
-        _write_summary(run_dir, {"status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                 "error": f"{type(exc).__name__}: {exc}",
-                                 "skipped_invalid": _skipped_summary(run)})
+        if rank_zero:
+            _write_summary(run_dir, {"status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                     "error": f"{type(exc).__name__}: {exc}",
+                                     "skipped_invalid": _skipped_summary(run)})
         raise
     return result
 
 
-def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
+#: the settings a resumed run may change: where and how it runs, and how long; not what it learns
+RESUME_OVERRIDABLE = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
+                      "trainer.strategy", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                      "data.num_workers")
+
+
+def _fit(config: Mapping[str, Any], run: Run, run_dir: Path, point: Any = None, rank_zero: bool = True) -> TrainResult:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from matsciml.training.resume import (AtomicCheckpointIO, LatestCheckpoint, RandomStateCallback,
+                                          keep_logged_rows, remove_partial_checkpoints, restore_csv_log)
 
     split = run.datamodule.split
     # before the trainer exists, so a sample that fails here ends the run before any epoch
@@ -440,9 +551,9 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
 
     policy = config["run"]
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-{epoch}",
-                                 monitor="val/loss", mode="min", save_top_k=int(policy.get("save_top_k", 1)),
-                                 save_last=True)
-    callbacks: list[Any] = [checkpoint]
+                                 monitor="val/loss", mode="min", save_top_k=int(policy.get("save_top_k", 1)))
+    latest = LatestCheckpoint(run_dir / "checkpoints")  # last.ckpt every epoch: what --resume continues from
+    callbacks: list[Any] = [checkpoint, latest, RandomStateCallback()]
     every = policy.get("checkpoint_every_n_epochs")
     if every:  # a second policy beside the best ones: every N epochs, all kept, whatever the loss
         callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="epoch-{epoch}",
@@ -452,24 +563,44 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path) -> TrainResult:
     if stopping:
         callbacks.append(EarlyStopping(monitor=stopping.get("monitor", "val/loss"), mode="min",
                                        patience=int(stopping.get("patience", 20))))
-    trainer = make_trainer(config["trainer"], default_root_dir=str(run_dir), logger=_loggers(run_dir),
-                           callbacks=callbacks)
-    trainer.fit(run.task, datamodule=run.datamodule)
+    callbacks.extend(training_callbacks(config))
+    loggers = _loggers(run_dir)
+    if point is not None and rank_zero:
+        remove_partial_checkpoints(run_dir / "checkpoints")
+        # the log keeps what was logged up to the checkpoint; the epoch cut short is logged again
+        restore_csv_log(loggers[0], *keep_logged_rows(run_dir / "logs" / "metrics.csv", point.global_step))
+    trainer = make_trainer(config["trainer"], default_root_dir=str(run_dir), logger=loggers,
+                           callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    previous = os.environ.get(RUN_DIR_VARIABLE)
+    os.environ[RUN_DIR_VARIABLE] = str(run_dir.resolve())  # the processes Lightning starts write here too
+    try:
+        trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=str(point.path) if point is not None else None)
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_VARIABLE, None)
+        else:
+            os.environ[RUN_DIR_VARIABLE] = previous
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir=run_dir, best_checkpoint=None, last_checkpoint=None, metrics={}, baselines={},
+                           epochs=int(trainer.current_epoch), rank_zero=False)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+    last = Path(latest.best_model_path) if latest.best_model_path else None
     if best is not None:
         run.task.load_state_dict(read_checkpoint(best)["state_dict"])
+    # one process, the whole split: exact metrics whatever the number of ranks that trained
     metrics = evaluate_task(run.task, run.datamodule, "val", trainer_options=config["trainer"])
     # streamed: every validation structure counts, none is kept
     baselines = run.task.baseline_from(run.datamodule, "val")
     skipped = _skipped_summary(run)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics,
                          baselines=baselines, epochs=int(trainer.current_epoch), skipped_invalid=skipped,
-                         higher_is_better=tuple(run.task.higher_is_better))
+                         higher_is_better=tuple(run.task.higher_is_better),
+                         reference_energies=fitted_reference_energies(run.task))
     _write_summary(run_dir, {
         "status": "completed", "split": "val", "metrics": metrics, "baselines": baselines, "epochs": result.epochs,
         "best_checkpoint": str(best) if best else None, "skipped_invalid": skipped,
+        "reference_energies": result.reference_energies,
     })
     return result
 
@@ -623,7 +754,8 @@ def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
     import pytorch_lightning as pl
 
     check_trainer_options(options)
-    return pl.Trainer(inference_mode=False, **{**options, **fixed})
+    # the data module shards its own batches (RankBatches): Lightning must not put a sampler of its own in
+    return pl.Trainer(inference_mode=False, **{**options, "use_distributed_sampler": False, **fixed})
 
 
 def check_trainer_options(options: Mapping[str, Any]) -> None:

@@ -24,10 +24,16 @@ forces as -dE/dpos by autograd. A model computes edge vectors from
 Per-sample work is one neighbour search (:mod:`matsciml.neighbors`) and
 one small graph; a batch is ``dgl.batch`` of those graphs plus array concatenations
 (:func:`matsciml.batch.collate_structures`).
+
+A batch is a :class:`GraphBatch`, a :class:`~matsciml.batch.Batch` whose
+move to a device turns DGL's failure to reach that device (the DGL wheels on
+PyPI are CPU builds) into one line saying which build to install.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 import dgl
@@ -37,6 +43,7 @@ import torch
 from matsciml.nn import geometry
 from matsciml.batch import Batch, collate_structures
 from matsciml.data.schema import Sample
+from matsciml.errors import MatscimlError
 from matsciml.neighbors import radius_graph
 
 _DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -51,6 +58,85 @@ class GraphItem(NamedTuple):
 
     sample: Sample
     graph: dgl.DGLGraph
+
+
+# DGL's runtime says "Device API cuda is not enabled. Please install the cuda version of dgl."
+# (then a C++ stack trace) when a graph is sent to a device its build lacks.
+_MISSING_DEVICE_API = re.compile(r"Device API (\w+) is not enabled")
+
+#: where DGL publishes its CUDA wheels, one index page per torch minor version and CUDA version
+DGL_WHEEL_INDEX = "https://data.dgl.ai/wheels/torch-{torch}/{cuda}/repo.html"
+
+
+def _missing_device_api(exc: BaseException) -> tuple[str, BaseException] | None:
+    """``(device type, DGL's error)`` if ``exc``, or an exception it was raised from, is DGL
+    saying its build lacks that device; None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, dgl.DGLError):
+            found = _MISSING_DEVICE_API.search(str(current))
+            if found:
+                return found.group(1), current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def cuda_install_command() -> str:
+    """``pip install dgl==VERSION+cuXYZ -f INDEX`` for the DGL and torch installed here.
+
+    The index page is chosen by torch's minor version and the CUDA version
+    torch was built with (``torch.version.cuda``); with a CPU build of torch
+    it names CUDA 12.1, the CUDA build of the pinned torch 2.2.1.
+    """
+    version = dgl.__version__.split("+")[0]
+    torch_minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    cuda = "cu" + (torch.version.cuda or "12.1").replace(".", "")
+    return f"pip install dgl=={version}+{cuda} -f {DGL_WHEEL_INDEX.format(torch=torch_minor, cuda=cuda)}"
+
+
+def device_unreachable_message(device: torch.device | str, missing: str = "cuda") -> str:
+    """One line: the DGL installed here cannot put graphs on ``device``, and what to install.
+
+    Args:
+        device: where the batch was to go (``cuda:0``).
+        missing: the device type DGL's error names as not built in.
+    """
+    target = str(device)
+    if missing == "cuda":
+        return (f"the DGL installed here ({dgl.__version__}, CPU build) cannot put graphs on {target}; "
+                f"install the CUDA build: {cuda_install_command()} (see README 'GPU')")
+    return (f"the DGL installed here ({dgl.__version__}) has no {missing} support, so it cannot put graphs "
+            f"on {target}; train on a device DGL supports (trainer.accelerator=cpu, or gpu with DGL's CUDA "
+            f"build; see README 'GPU')")
+
+
+class GraphBatch(Batch):
+    """A :class:`~matsciml.batch.Batch` of ``dgl-graph`` inputs (what :meth:`DGLGraphRepresentation.collate` returns).
+
+    The same fields and behaviour as its base; only a failed move to a
+    device differs. Why: the DGL wheels on PyPI are CPU builds, and sending
+    their graphs to a GPU raises a ``DGLError`` of a dozen lines ending in a
+    C++ stack trace. Here that becomes one :class:`~matsciml.errors.MatscimlError`
+    line naming the DGL version, the device and the install command of the
+    CUDA build; the ``DGLError`` stays attached as its cause.
+    """
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "GraphBatch":
+        try:
+            return super().to(device, non_blocking=non_blocking)  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - only DGL's missing-device error is translated
+            found = _missing_device_api(exc)
+            if found is None:
+                raise
+            missing, dgl_error = found
+            raise MatscimlError(device_unreachable_message(device, missing)) from dgl_error
+
+    @classmethod
+    def of(cls, batch: Batch) -> "GraphBatch":
+        """The same batch (the same tensors, not copies) as a :class:`GraphBatch`."""
+        return cls(**{field.name: getattr(batch, field.name) for field in fields(batch)})
 
 
 class DGLGraphRepresentation:
@@ -112,8 +198,8 @@ class DGLGraphRepresentation:
         graph.edata["image"] = torch.from_numpy(images)
         return graph
 
-    def collate(self, items: Sequence[GraphItem]) -> Batch:
-        """A :class:`~matsciml.batch.Batch` whose ``inputs`` is the batched graph.
+    def collate(self, items: Sequence[GraphItem]) -> GraphBatch:
+        """A :class:`GraphBatch` (a :class:`~matsciml.batch.Batch`) whose ``inputs`` is the batched graph.
 
         Node ``n`` of the batched graph is row ``n`` of ``batch.pos``,
         ``batch.atomic_numbers`` and atom-wise targets.
@@ -121,7 +207,8 @@ class DGLGraphRepresentation:
         if not items:
             raise ValueError("dgl-graph: cannot collate an empty list of samples")
         graph = dgl.batch([item.graph for item in items])
-        return collate_structures([item.sample for item in items], inputs=graph, dtype=self._torch_dtype)
+        return GraphBatch.of(collate_structures([item.sample for item in items], inputs=graph,
+                                                dtype=self._torch_dtype))
 
     def __repr__(self) -> str:
         return (f"DGLGraphRepresentation(cutoff_radius={self.cutoff_radius}, "
