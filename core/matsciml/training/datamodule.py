@@ -284,7 +284,9 @@ class MatSciDataModule(pl.LightningDataModule):
         batch_size: structures per batch.
         num_workers: DataLoader worker processes (0 = in the main process).
         split: fractions of (train, val, test).
-        seed: seed of the split, of the statistics sample and of training-set shuffling.
+        seed: seed of the split and of the statistics sample (properties of the dataset's use).
+        order_seed: seed of the training order (with the epoch: :class:`EpochOrder`), a property
+            of the run (``run.seed``); ``seed`` when None.
         keys: sample keys to read (targets plus structure), all when None.
         split_indices: a recorded :class:`~matsciml.data.splits.Split` to reuse.
         dataset_options: keyword options of a registered dataset's factory.
@@ -308,7 +310,8 @@ class MatSciDataModule(pl.LightningDataModule):
                  keys: Iterable[str] | None = None, split_indices: Split | None = None,
                  dataset_options: Mapping[str, Any] | None = None, skip_invalid: bool = False,
                  validate: bool = True, statistics_samples: int | None = 10000,
-                 registry: Registry | None = None, split_by: str | None = None) -> None:
+                 registry: Registry | None = None, split_by: str | None = None,
+                 order_seed: int | None = None) -> None:
         super().__init__()
         given = None if isinstance(dataset, (str, os.PathLike)) else dataset
         self.dataset_name = str(dataset) if given is None else str(getattr(given, "name", type(given).__name__))
@@ -317,6 +320,7 @@ class MatSciDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.split_fractions = tuple(split)
         self.seed = int(seed)
+        self.order_seed = self.seed if order_seed is None else int(order_seed)
         self.keys = None if keys is None else list(keys)
         self.dataset_options = dict(dataset_options or {})
         self.split: Split | None = split_indices
@@ -479,7 +483,7 @@ class MatSciDataModule(pl.LightningDataModule):
         batch under distributed training (:class:`RankBatches`); loaders for
         evaluation and statistics are not sharded: one process reads them whole.
         """
-        order = EpochOrder(len(self.indices(part)), shuffle=shuffle, seed=self.seed)
+        order = EpochOrder(len(self.indices(part)), shuffle=shuffle, seed=self.order_seed)
         batches = RankBatches(order, self.batch_size, distributed=shard)
         return DataLoader(
             RepresentedDataset(self.reader, self.indices(part), self.representation),  # type: ignore[arg-type]
@@ -489,7 +493,7 @@ class MatSciDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             # the loader's own generator seeds its workers: iterating never draws from the global RNG, which a
             # resumed run restores from its checkpoint (matsciml.training.resume)
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(self.order_seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -200,6 +200,7 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
         statistics_samples=data.get("statistics_samples"),
         registry=registry,
         split_by=config["dataset"].get("split_by") if dataset is None else None,  # another dataset: its own group key
+        order_seed=int(config["run"]["seed"]),  # the training order is the run's, like its initial weights
     )
     datamodule.setup()
     _check_targets(datamodule, targets, config)
