@@ -75,6 +75,7 @@ def _resumed_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config of the run ``--resume`` continues, with the overrides a resumed run may take."""
     from matsciml.errors import MatscimlError
     from matsciml.training.config import build_config
+    from matsciml.training.resume import run_config_path
     from matsciml.training.run import RESUME_OVERRIDABLE
 
     given = [flag for flag, value in (("--config", args.config), ("--model", args.model),
@@ -88,11 +89,7 @@ def _resumed_config(args: argparse.Namespace) -> dict[str, Any]:
             raise MatscimlError(f"--resume: {key} cannot change in a resumed run (it would not continue the same "
                                 f"training); remove {override!r}, or start a new run; allowed: "
                                 f"{', '.join(RESUME_OVERRIDABLE)}")
-    path = Path(args.resume) / "config.yaml"
-    if not path.is_file():
-        raise MatscimlError(f"--resume {args.resume}: not a run directory (it has no config.yaml); give a directory "
-                            f"written by `matsciml train`, such as runs/NAME")
-    return build_config([path], args.overrides)
+    return build_config([run_config_path(args.resume)], args.overrides)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -534,7 +534,7 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         try:
             self._make_folder()
-            _remove_stale_partials(self.path.parent)
+            remove_stale_partials(self.path.parent)
             # meminit=True: LMDB zeroes the unused part of each page it writes. Without
             # it, whatever was in that memory before (earlier records, anything else the
             # process held) lands in the file: not deterministic, and a leak.
@@ -611,7 +611,7 @@ class DatasetWriter:
             self._env = None
             os.replace(self._temporary, self.path)
             self._created_folders = []  # they hold the dataset now
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
         except (OSError, lmdb.Error) as exc:
             raise self._fail(exc) from exc
         except BaseException:
@@ -729,8 +729,12 @@ def _write_error(path: Path, exc: BaseException, code: int | None) -> DatasetWri
     return error
 
 
-def _remove_stale_partials(folder: Path) -> None:
-    """Delete every temporary file in ``folder`` whose writer process is gone, whatever its target."""
+def remove_stale_partials(folder: Path) -> None:
+    """Delete every temporary file in ``folder`` whose writer process is gone, whatever its target.
+
+    Temporary files are named ``.TARGET.partial-PID`` by every atomic writer of matsciml (dataset files
+    here, checkpoints in :mod:`matsciml.training.resume`).
+    """
     for partial in folder.glob(".*.partial-*"):
         match = _PARTIAL_NAME.fullmatch(partial.name)
         if match and not _process_alive(int(match["pid"])):
@@ -752,7 +756,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform has directory descriptors)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -25,9 +25,8 @@ from __future__ import annotations
 import csv
 import os
 import random
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,15 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from matsciml.checkpoint import CheckpointError, read_checkpoint
+from matsciml.data.storage import fsync_directory, remove_stale_partials
 from matsciml.errors import MatscimlError
-
-_PARTIAL = re.compile(r"^\.(?P<target>.+)\.partial-(?P<pid>\d+)$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that never leaves a truncated checkpoint, and reads without running code.
 
-    A save goes to ``.NAME.partial-PID`` in the target's directory, is
+    A save goes to ``.NAME.partial-PID`` in the target's directory (the
+    temporary name of every atomic writer of matsciml), is
     flushed and synced to disk, then renamed over ``NAME`` (``os.replace``
     is atomic on one file system), and the directory entry is synced. A
     load goes through :func:`~matsciml.checkpoint.read_checkpoint`, which
@@ -68,7 +67,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -88,31 +87,6 @@ class LatestCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str | os.PathLike[str]) -> None:
         super().__init__(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                          enable_version_counter=False, auto_insert_metric_name=False)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # a platform without directory descriptors: the rename itself is still atomic
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def remove_partial_checkpoints(directory: Path) -> list[Path]:
-    """Delete ``.NAME.partial-PID`` files left by saves that were killed; the files removed."""
-    removed = []
-    if not directory.is_dir():
-        return removed
-    for entry in directory.iterdir():
-        if _PARTIAL.match(entry.name) and entry.is_file():
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed
 
 
 class RandomStateCallback(Callback):
@@ -159,6 +133,8 @@ class ResumePoint:
     global_step: int
     #: checkpoints passed over (damaged, unreadable), each with the reason
     passed_over: tuple[tuple[Path, str], ...] = ()
+    #: the checkpoint's matsciml run record (config, split, dataset), read once here
+    record: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, run_dir: Path) -> str:
         try:
@@ -166,6 +142,19 @@ class ResumePoint:
         except ValueError:
             shown = self.path
         return f"{shown} (written after epoch {self.epoch + 1}, step {self.global_step})"
+
+
+def run_config_path(run_dir: str | os.PathLike[str]) -> Path:
+    """``RUN_DIR/config.yaml``, the config a resumed run continues with.
+
+    Raises:
+        MatscimlError: the directory is not a run (no ``config.yaml``).
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise MatscimlError(f"--resume {run_dir}: not a run directory (it has no config.yaml); give a directory "
+                            f"written by `matsciml train`, such as runs/NAME")
+    return path
 
 
 def find_resume_point(run_dir: Path) -> ResumePoint:
@@ -176,14 +165,13 @@ def find_resume_point(run_dir: Path) -> ResumePoint:
             can be read (each named with its reason).
     """
     checkpoints = run_dir / "checkpoints"
-    if not (run_dir / "config.yaml").is_file():
-        raise MatscimlError(f"--resume {run_dir}: not a run directory (it has no config.yaml); give a directory "
-                            f"written by `matsciml train`, such as runs/NAME")
+    run_config_path(run_dir)
     candidates = sorted(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
     if not candidates:
         raise MatscimlError(f"--resume {run_dir}: the run has no checkpoint yet (nothing in {checkpoints}); it was "
                             f"stopped before its first epoch ended, so start it again without --resume")
     readable: list[tuple[int, int, int, Path]] = []
+    records: dict[Path, dict[str, Any]] = {}
     passed_over: list[tuple[Path, str]] = []
     for candidate in candidates:
         try:
@@ -194,12 +182,15 @@ def find_resume_point(run_dir: Path) -> ResumePoint:
         step = int(checkpoint.get("global_step", 0))
         epoch = int(checkpoint.get("epoch", 0))
         readable.append((step, 1 if candidate.name == "last.ckpt" else 0, epoch, candidate))
+        record = checkpoint.get("matsciml")
+        records[candidate] = record if isinstance(record, dict) else {}
     if not readable:
         reasons = "; ".join(reason for _, reason in passed_over[:3])
         raise MatscimlError(f"--resume {run_dir}: none of its {len(candidates)} checkpoints can be read ({reasons}); "
                             f"the run cannot be continued, start it again without --resume")
     step, _, epoch, path = max(readable)
-    return ResumePoint(path=path, epoch=epoch, global_step=step, passed_over=tuple(passed_over))
+    return ResumePoint(path=path, epoch=epoch, global_step=step, passed_over=tuple(passed_over),
+                       record=records[path])
 
 
 # ---------------------------------------------------------------- the run's log, continued
@@ -246,4 +237,4 @@ def restore_csv_log(logger: Any, header: list[str], rows: list[Mapping[str, str]
 
 
 __all__ = ["AtomicCheckpointIO", "LatestCheckpoint", "RandomStateCallback", "ResumePoint", "find_resume_point",
-           "keep_logged_rows", "remove_partial_checkpoints", "restore_csv_log"]
+           "keep_logged_rows", "restore_csv_log", "run_config_path"]

@@ -340,13 +340,12 @@ def fitted_reference_energies(task: Any) -> dict[str, float]:
 
     Empty for tasks without them (regression) or with ``task.reference_energies=false``.
     """
-    from matsciml.data.schema import ELEMENT_SYMBOLS
+    from matsciml.data.inspect import element_symbol
 
     references = getattr(getattr(task, "energy_head", None), "references", None)
     if references is None:
         return {}
-    return {ELEMENT_SYMBOLS[z] if z < len(ELEMENT_SYMBOLS) else f"Z{z}": float(references[z])
-            for z in references.nonzero().flatten().tolist()}
+    return {element_symbol(z): float(references[z]) for z in references.nonzero().flatten().tolist()}
 
 
 #: set by rank 0 before Lightning starts the other processes of a run, which write into the same directory
@@ -506,8 +505,7 @@ def train(config: Mapping[str, Any], registry: Registry | None = None,
     if resume is not None:
         run_dir = Path(resume)
         point = find_resume_point(run_dir)
-        record = read_checkpoint(point.path).get("matsciml") or {}
-        split = Split.from_json(record["split"]) if "split" in record else None
+        split = Split.from_json(point.record["split"]) if "split" in point.record else None
         if rank_zero:
             print(f"matsciml: resuming {run_dir} from {point.describe(run_dir)}", file=sys.stderr)
             for path, reason in point.passed_over:
@@ -542,7 +540,7 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path, point: Any = None, 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from matsciml.training.resume import (AtomicCheckpointIO, LatestCheckpoint, RandomStateCallback,
-                                          keep_logged_rows, remove_partial_checkpoints, restore_csv_log)
+                                          keep_logged_rows, remove_stale_partials, restore_csv_log)
 
     split = run.datamodule.split
     # before the trainer exists, so a sample that fails here ends the run before any epoch
@@ -567,7 +565,7 @@ def _fit(config: Mapping[str, Any], run: Run, run_dir: Path, point: Any = None, 
     callbacks.extend(training_callbacks(config))
     loggers = _loggers(run_dir)
     if point is not None and rank_zero:
-        remove_partial_checkpoints(run_dir / "checkpoints")
+        remove_stale_partials(run_dir / "checkpoints")  # saves cut short by the kill
         # the log keeps what was logged up to the checkpoint; the epoch cut short is logged again
         restore_csv_log(loggers[0], *keep_logged_rows(run_dir / "logs" / "metrics.csv", point.global_step))
     trainer = make_trainer(config["trainer"], default_root_dir=str(run_dir), logger=loggers,
