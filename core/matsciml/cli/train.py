@@ -46,6 +46,9 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument("--plot", nargs="?", const="", metavar="FILE.png",
                           help="also draw parity plots (predicted against reference for each target, the MAE in "
                                "the legend) to FILE.png (default: RUN_DIR/parity-SPLIT.png); needs matplotlib")
+    evaluate.add_argument("--accelerator", default="auto", metavar="NAME",
+                          help="where to evaluate: auto (default: a GPU when one is visible, else the CPU), cpu, "
+                               "gpu, ...; independent of where the run trained, so a GPU run evaluates on a laptop")
     evaluate.add_argument("--json", action="store_true", help="print JSON; progress and logs go to standard error")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -186,7 +189,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
               f"evaluates on all of it", file=sys.stderr)
     if args.batch_size is not None:
         datamodule.batch_size = args.batch_size
-    metrics = evaluate_task(loaded.task, datamodule, args.split, loaded.config["trainer"])
+    # where it evaluates is this machine's choice, not the training run's (trainer.accelerator=gpu would fail on a
+    # laptop); the precision stays the run's
+    metrics = evaluate_task(loaded.task, datamodule, args.split,
+                            {**loaded.config["trainer"], "accelerator": args.accelerator},
+                            fix="give --accelerator auto (what this machine has), cpu or gpu")
     baselines = loaded.task.baseline_from(datamodule, args.split)
     dataset = datamodule.dataset_name
     plot = _parity_plot(args, loaded, datamodule) if args.plot is not None else None

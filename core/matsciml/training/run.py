@@ -744,17 +744,27 @@ def locate_dataset(checkpoint: Path, config: Mapping[str, Any], record: Mapping[
         f"give its new location with --dataset PATH (its recorded split is kept when the content matches)")
 
 
-def make_trainer(options: Mapping[str, Any], **fixed: Any) -> Any:
+def make_trainer(options: Mapping[str, Any], fix: str = "fix the trainer section of the config",
+                 **fixed: Any) -> Any:
     """A Lightning Trainer from the config's ``trainer`` section.
 
     ``inference_mode`` is off so tasks can differentiate through positions
-    (forces) during validation.
+    (forces) during validation. Settings Lightning refuses (an unknown
+    accelerator, a GPU this machine lacks, a precision its device cannot run)
+    become one line naming them and ``fix``.
     """
     import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     check_trainer_options(options)
-    # the data module shards its own batches (RankBatches): Lightning must not put a sampler of its own in
-    return pl.Trainer(inference_mode=False, **{**options, "use_distributed_sampler": False, **fixed})
+    try:
+        # the data module shards its own batches (RankBatches): Lightning must not put a sampler of its own in
+        return pl.Trainer(inference_mode=False, **{**options, "use_distributed_sampler": False, **fixed})
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        shown = ", ".join(f"{key}={options[key]}" for key in ("accelerator", "devices", "precision", "strategy")
+                          if key in options)
+        reason = " ".join(str(exc).split())
+        raise MatscimlError(f"PyTorch Lightning refused the trainer settings ({shown}): {reason}; {fix}") from exc
 
 
 def check_trainer_options(options: Mapping[str, Any]) -> None:
@@ -774,12 +784,13 @@ def check_trainer_options(options: Mapping[str, Any]) -> None:
 
 
 def evaluate_task(task: Any, datamodule: Any, part: str = "val",
-                  trainer_options: Mapping[str, Any] | None = None) -> dict[str, float]:
+                  trainer_options: Mapping[str, Any] | None = None,
+                  fix: str = "fix the trainer section of the config") -> dict[str, float]:
     """The task's metrics on one split (``train``, ``val``, ``test`` or ``all``)."""
     options = {k: v for k, v in (trainer_options or {}).items()
                if k in ("accelerator", "devices", "precision")}
     options["devices"] = 1  # evaluation on one device: exact, order-independent sums
-    trainer = make_trainer(options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = make_trainer(options, fix, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                            enable_model_summary=False)
     loader = datamodule.loader(part)
     (results,) = trainer.validate(task, dataloaders=loader, verbose=False)
