@@ -76,7 +76,7 @@ def test_old_names_are_derived_from_the_registry():
     from matsciml.batch import PER_ATOM_TARGETS
     from matsciml.data.schema import KNOWN_KEYS, STRUCTURE_KEYS
 
-    assert STRUCTURE_KEYS == {"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed"}
+    assert STRUCTURE_KEYS == {"atomic_numbers", "pos", "cell", "pbc", "tags", "fixed", "dataset_index"}
     assert STRUCTURE_KEYS == registered_names(role="structure")
     assert {"forces", "charges", "magmoms", "energies"} <= PER_ATOM_TARGETS
     assert PER_ATOM_TARGETS == registered_names(role="target", arity="atom")

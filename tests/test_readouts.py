@@ -135,7 +135,7 @@ def test_the_task_resolves_a_datasets_key_at_fit_and_checkpoints_carry_it(capsys
     assert task.target_sum.tolist() == [True, False, False]
     assert capsys.readouterr().err.count("task target 'my_other' " + _NOTE) == 1
     # the total's statistics are per atom (3 atoms each)
-    assert float(task.target_mean[0]) == pytest.approx(np.mean([1.5 * k / 3 for k in range(1, 5)]))
+    assert float(task.target_mean[0, 0]) == pytest.approx(np.mean([1.5 * k / 3 for k in range(1, 5)]))
 
     reloaded = PropertyRegressionTask(RadialBackbone(), targets=["my_total", "my_gap", "my_other"])
     assert reloaded.readout["my_total"] == "mean"  # nothing declares it in this process

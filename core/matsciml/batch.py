@@ -42,8 +42,9 @@ class Batch:
         pbc: ``[num_structures, 3]`` bool.
         targets: labels; per-structure ones ``[num_structures, ...]``, per-atom
             ones (forces) ``[num_atoms_total, ...]``.
-        extras: per-atom structure annotations present in every sample
-            (``tags`` [N] int64, ``fixed`` [N] bool).
+        extras: structure annotations present in every sample: per atom
+            (``tags`` [N] int64, ``fixed`` [N] bool) or per structure
+            (``dataset_index`` [B] int64 in a run on several datasets).
         input_fields: sample fields whose role is "model input" (a total
             charge, a spin, a temperature): per-structure ones
             ``[num_structures, ...]``, per-atom ones ``[num_atoms_total, ...]``;

@@ -474,6 +474,8 @@ _register_builtins([
     FieldSpec("pbc", "structure", "structure", (3,), "bool", "", "periodic directions"),
     FieldSpec("tags", "structure", "atom", (), "int", "", "OC20 tags: 0 fixed subsurface, 1 surface, 2 adsorbate"),
     FieldSpec("fixed", "structure", "atom", (), "bool", "", "atoms held fixed in the source calculation"),
+    FieldSpec("dataset_index", "structure", "structure", (), "int", "",
+              "which dataset of a run on several datasets the structure comes from (0, 1, ... as listed)"),
     # the targets of the energy tasks; per-structure targets say whether they are totals over the atoms
     # (extensive) or not (intensive); per-atom fields leave it None
     FieldSpec("energy", "target", "structure", (), "float", "eV", "total energy of the structure", extensive=True),

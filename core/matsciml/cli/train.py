@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def add_commands(commands: Any) -> None:
     train.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                        help="YAML config file (repeatable; later files override earlier ones)")
     train.add_argument("--model", help="shortcut for model.name=NAME (required unless the config names one)")
-    train.add_argument("--dataset", help="shortcut for dataset.name=NAME_OR_PATH")
+    train.add_argument("--dataset", action="append", metavar="NAME_OR_PATH",
+                       help="shortcut for dataset.name=NAME_OR_PATH; given twice or more, several datasets in one "
+                            "run, each with its own statistics (task regression)")
     train.add_argument("--task", help="shortcut for task.name=NAME")
     train.add_argument("--print-config", action="store_true",
                        help="print the resolved config (every default filled in) as YAML (JSON with --json) "
@@ -39,7 +42,9 @@ def add_commands(commands: Any) -> None:
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained checkpoint on a dataset split")
     evaluate.add_argument("checkpoint", help="a checkpoint written by `matsciml train` (e.g. RUN/checkpoints/best-*.ckpt)")
-    evaluate.add_argument("--dataset", help="evaluate on this dataset (name or path) instead of the training one")
+    evaluate.add_argument("--dataset", action="append", metavar="NAME_OR_PATH",
+                          help="evaluate on this dataset (name or path) instead of the training one; a model trained "
+                               "on several datasets takes as many, in the same order")
     evaluate.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
                           help="which part of the recorded split (default val; with --dataset, 'all' is usual)")
     evaluate.add_argument("--batch-size", type=_positive_int, metavar="N", help="override the batch size")
@@ -64,13 +69,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _one_or_list(values: list[str] | None) -> str | list[str] | None:
+    """``--dataset`` given once (a name) or several times (a list of names)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _gather_config(args: argparse.Namespace) -> dict[str, Any]:
     from matsciml.training.config import build_config
 
     overrides = list(args.overrides)
-    for section, value in (("model", args.model), ("dataset", args.dataset), ("task", args.task)):
+    for section, value in (("model", args.model), ("dataset", _one_or_list(args.dataset)), ("task", args.task)):
         if value:
-            overrides.insert(0, f"{section}.name={value}")
+            # several datasets: a JSON list (valid YAML), so paths need no quoting
+            overrides.insert(0, f"{section}.name={json.dumps(value) if isinstance(value, list) else value}")
     return build_config(args.config, overrides)
 
 
@@ -172,7 +185,7 @@ def _parity_plot(args: argparse.Namespace, loaded: Any, datamodule: Any) -> Path
     checkpoint = Path(args.checkpoint)
     output = Path(args.plot) if args.plot else checkpoint.resolve().parent.parent / f"parity-{args.split}.png"
     values = collect_predictions(loaded.task, datamodule, args.split)
-    title = f"{checkpoint.name} on {Path(str(datamodule.dataset_name)).name}, {args.split} split"
+    title = f"{checkpoint.name} on {' + '.join(Path(name).name for name in datamodule.dataset_names)}, {args.split} split"
     return write_parity_plot(values, output, title)
 
 
@@ -181,7 +194,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from matsciml.training.run import evaluate_task, fitted_reference_energies, load_checkpoint
 
     registry = get_registry()
-    loaded = load_checkpoint(args.checkpoint, dataset=args.dataset, registry=registry)
+    loaded = load_checkpoint(args.checkpoint, dataset=_one_or_list(args.dataset), registry=registry)
     datamodule = loaded.run.datamodule
     if not loaded.same_dataset:
         print(f"matsciml: note: {datamodule.dataset_name} is not the dataset this run trained on; its train/val/test "

@@ -150,6 +150,29 @@ def _make_group_split(num_samples: int, fractions: tuple[float, float, float], s
                  group_key=group_key, num_groups=num_groups)
 
 
+def join_splits(splits: Sequence[Split]) -> Split:
+    """The splits of datasets read one after another (:class:`~matsciml.data.concatenated.ConcatenatedDatasets`).
+
+    Each dataset is split on its own, so each keeps its fractions in every
+    part (a small dataset is never left out of training by chance); the
+    indices of dataset ``k`` are shifted by the sizes of the datasets before
+    it. The groups of a grouped split add up (no group spans two datasets).
+    """
+    if not splits:
+        raise ValueError("no splits to join")
+    indices: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    offset = 0
+    for split in splits:
+        for name in SPLIT_NAMES:
+            indices[name].extend(offset + i for i in split.indices.get(name, []))
+        offset += split.num_samples
+    keys = {split.group_key for split in splits}
+    grouped = all(split.num_groups is not None for split in splits)
+    return Split(num_samples=offset, seed=splits[0].seed, fractions=splits[0].fractions, indices=indices,
+                 group_key=keys.pop() if len(keys) == 1 else None,
+                 num_groups=sum(split.num_groups for split in splits) if grouped else None)  # type: ignore[misc]
+
+
 def split_summary(split: Split, groups: Sequence[Hashable] | None = None) -> str:
     """One line saying how a split was made.
 

@@ -47,6 +47,11 @@ class BaseTask(pl.LightningModule):
     #: the task differentiates through positions at evaluation too (forces)
     needs_grad_in_eval: bool = False
 
+    #: whether the task keeps statistics per dataset, so that a run may train it on several datasets at once
+    #: (``dataset.name`` a list; :mod:`matsciml.data.concatenated`); a task that normalises with one set of
+    #: statistics would mix the datasets' references, so runs refuse it
+    several_datasets: bool = False
+
     def __init__(self, backbone: torch.nn.Module, optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None) -> None:
         super().__init__()

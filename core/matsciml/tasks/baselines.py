@@ -17,6 +17,11 @@ the same split as the model:
   this is the strong baseline: a model that does not beat it has learned
   nothing about geometry.
 
+In a run on several datasets (samples with ``dataset_index``) each baseline
+is fitted on each dataset's training samples alone and predicts each
+structure with its own dataset's fit: the strongest simple baseline knows
+which source a structure came from, as the model's statistics do.
+
 Each baseline is a function of a :class:`~matsciml.batch.Batch` to the
 same prediction dictionary a task's ``predict`` returns, so the same metric
 code scores it. Fitting reads the training samples once and keeps one row of
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 
 from matsciml.batch import Batch, collate_structures
+from matsciml.data.concatenated import DATASET_INDEX
 from matsciml.data.schema import MAX_ATOMIC_NUMBER
 from matsciml.errors import MatscimlError
 from matsciml.nn.scatter import mean_per_structure, sum_per_structure
@@ -49,14 +55,19 @@ DESCRIPTIONS = {
 
 @dataclass
 class ElementLinear:
-    """A prediction from each atom's element: ``weights[Z]`` summed, averaged or per atom."""
+    """A prediction from each atom's element: ``weights[dataset, Z]`` summed, averaged or per atom."""
 
     key: str
     kind: str
-    weights: np.ndarray  # [MAX_ATOMIC_NUMBER + 1]
+    weights: np.ndarray  # [datasets, MAX_ATOMIC_NUMBER + 1]
 
     def __call__(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
-        per_atom = torch.as_tensor(self.weights, dtype=dtype, device=batch.pos.device)[batch.atomic_numbers]
+        weights = torch.as_tensor(np.atleast_2d(self.weights), dtype=dtype, device=batch.pos.device)
+        dataset = batch.extras.get(DATASET_INDEX)
+        if dataset is None or weights.shape[0] == 1:
+            per_atom = weights[0][batch.atomic_numbers]
+        else:
+            per_atom = weights[dataset.to(torch.long)[batch.structure_index], batch.atomic_numbers]
         if self.kind == "extensive":
             return sum_per_structure(per_atom, batch.structure_index, batch.num_structures)
         if self.kind == "intensive":
@@ -83,7 +94,8 @@ class Baseline:
 def fit_baselines(samples: Iterable[Mapping[str, Any]], kinds: Mapping[str, str]) -> dict[str, Baseline]:
     """The ``mean`` and ``composition`` baselines of the targets ``kinds`` (``{key: kind}``, see :data:`KINDS`).
 
-    Reads ``samples`` (the training split, or its seeded sample) once.
+    Reads ``samples`` (the training split, or its seeded sample) once. Samples
+    of several datasets (``dataset_index``) get a fit per dataset.
 
     Raises:
         MatscimlError: no training sample, or a sample without a target.
@@ -91,6 +103,36 @@ def fit_baselines(samples: Iterable[Mapping[str, Any]], kinds: Mapping[str, str]
     for key, kind in kinds.items():
         if kind not in KINDS:
             raise ValueError(f"baseline target {key!r}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    by_dataset: dict[int, list[Mapping[str, Any]]] = {}
+    count = 0
+    for sample in samples:
+        by_dataset.setdefault(int(sample.get(DATASET_INDEX, 0)), []).append(_compact(sample, kinds))
+        count += 1
+    if not count:
+        raise MatscimlError("cannot fit the baselines: the training split is empty; use a larger dataset or split")
+    if len(by_dataset) == 1 and 0 in by_dataset:
+        return _fit_one(by_dataset[0], kinds)
+    fits = {number: _fit_one(part, kinds) for number, part in sorted(by_dataset.items())}
+    size = max(fits) + 1
+    joined = {}
+    for name in ("mean", "composition"):
+        parts = []
+        for position, part in enumerate(fits[min(fits)][name].parts):
+            weights = np.zeros((size, MAX_ATOMIC_NUMBER + 1))
+            for number, fit in fits.items():
+                weights[number] = fit[name].parts[position].weights
+            parts.append(ElementLinear(part.key, part.kind, weights))
+        joined[name] = Baseline(name, parts, fits[min(fits)][name].zero_keys)
+    return joined
+
+
+def _compact(sample: Mapping[str, Any], kinds: Mapping[str, str]) -> dict[str, Any]:
+    """What fitting keeps of a sample: its elements and its targets (never positions)."""
+    return {key: sample[key] for key in ("atomic_numbers", *kinds) if key in sample and kinds.get(key) != "forces"}
+
+
+def _fit_one(samples: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> dict[str, Baseline]:
+    """:func:`fit_baselines` on the samples of one dataset."""
     fitted = [key for key, kind in kinds.items() if kind != "forces"]
     rows: list[np.ndarray] = []
     values: dict[str, list[float]] = {key: [] for key in fitted if kinds[key] != "atom"}

@@ -22,6 +22,12 @@ How each kind of target is read out of the backbone's :class:`~matsciml.interfac
 The loss is L1 or MSE on the normalised errors, averaged over targets; the
 metrics are the MAE of each target in its own unit (over atoms for per-atom
 targets).
+
+A run on several datasets (:mod:`matsciml.data.concatenated`) fits the
+statistics of each dataset on its own training samples: the buffers are
+``[datasets, targets]`` and each structure is normalised with the row of its
+``dataset_index``. The metrics then also give each dataset's MAE
+(``band_gap_mae@mp``).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import torch
 
 from matsciml.batch import Batch
 from matsciml.builtins import complete_regression_params, resolve_readouts
+from matsciml.data.concatenated import DATASET_INDEX
 from matsciml.errors import MatscimlError
 from matsciml.fields import field_spec
 from matsciml.nn.scatter import mean_per_structure, sum_per_structure
@@ -63,6 +70,7 @@ class PropertyRegressionTask(BaseTask):
     """
 
     progress_metrics = ()
+    several_datasets = True
 
     def __init__(self, backbone: torch.nn.Module, targets: Sequence[str] | None = None, loss: str = "l1",
                  readout: str | Mapping[str, str] | None = None, head_hidden_dim: int = 64, head_layers: int = 2,
@@ -85,12 +93,16 @@ class PropertyRegressionTask(BaseTask):
         # per-atom targets of a backbone with per-structure features read atom_features through their own head
         self.atom_head = (MLPHead(self.embedding_dim, len(self.targets), head_hidden_dim, head_layers, activation)
                           if self.structure_embedding_dim is not None else None)
-        self.register_buffer("target_mean", torch.zeros(len(self.targets)))
-        self.register_buffer("target_std", torch.ones(len(self.targets)))
+        # one row per dataset of the run (one row unless it trains on several datasets)
+        self.register_buffer("target_mean", torch.zeros(1, len(self.targets)))
+        self.register_buffer("target_std", torch.ones(1, len(self.targets)))
         self.register_buffer("target_per_atom", torch.zeros(len(self.targets), dtype=torch.bool))
         #: True where a per-structure target's readout is sum: checkpoints carry the resolved readouts
         self.register_buffer("target_sum", self._sum_flags())
         self._per_atom: tuple[bool, ...] = (False,) * len(self.targets)
+        #: a label per dataset of a run on several datasets, for per-dataset metrics (set by the run)
+        self.dataset_labels: list[str] = []
+        self._last_statistics_sample: list[int] = []
 
     # ------------------------------------------------------------ which kind of target
     @property
@@ -101,6 +113,14 @@ class PropertyRegressionTask(BaseTask):
         return "atom" if self._per_atom[index] else self.readout.get(self.targets[index], "mean")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        for name in ("target_mean", "target_std"):
+            stored = state_dict.get(prefix + name)
+            if isinstance(stored, torch.Tensor):
+                if stored.dim() == 1:  # a checkpoint from before per-dataset statistics: one dataset
+                    stored = state_dict[prefix + name] = stored.unsqueeze(0)
+                own = getattr(self, name)
+                if stored.shape != own.shape:  # its number of datasets
+                    setattr(self, name, torch.empty(stored.shape, dtype=own.dtype, device=own.device))
         key = prefix + "target_per_atom"
         if key not in state_dict:  # a checkpoint from before per-atom targets: all per structure
             state_dict[key] = torch.zeros(len(self.targets), dtype=torch.bool)
@@ -133,34 +153,50 @@ class PropertyRegressionTask(BaseTask):
         # readouts not given follow the declarations, the dataset's own keys' included (metadata)
         self.readout = resolve_readouts(self.targets, self._readout_given, metadata)
         self.target_sum.copy_(self._sum_flags())
-        values = self._collect(samples, per_atom)
-        means, stds = [], []
-        for column in values:
-            means.append(column.mean())
-            stds.append(max(float(column.std()), 1e-6))
-        self.target_mean.copy_(torch.as_tensor(means))
-        self.target_std.copy_(torch.as_tensor(stds))
+        per_dataset = self._collect(samples, per_atom)
+        names = list((metadata or {}).get("datasets") or [])
+        count = max(len(names), max(per_dataset) + 1)
+        missing = [number for number in range(count) if number not in per_dataset]
+        if missing:
+            which = ", ".join(names[n] if n < len(names) else str(n) for n in missing)
+            raise MatscimlError(f"cannot fit per-dataset statistics: none of the {len(self._last_statistics_sample)} "
+                                f"training structures read for them (data.statistics_samples) is from {which}; "
+                                f"raise data.statistics_samples, or set it to null to read them all")
+        means = torch.zeros(count, len(self.targets), dtype=torch.float64)
+        stds = torch.ones(count, len(self.targets), dtype=torch.float64)
+        for number, columns in per_dataset.items():
+            for column, values in enumerate(columns):
+                means[number, column] = float(values.mean())
+                stds[number, column] = max(float(values.std()), 1e-6)
+        self.target_mean = means.to(self.target_mean.dtype).to(self.target_mean.device)
+        self.target_std = stds.to(self.target_std.dtype).to(self.target_std.device)
         self.target_per_atom.copy_(torch.as_tensor(per_atom))
         self._per_atom = per_atom
         super().fit_statistics(samples, metadata)
 
-    def _collect(self, samples: Iterable[Mapping[str, Any]], per_atom: Sequence[bool]) -> list[np.ndarray]:
-        """Each target's training values, per structure or per atom.
+    def _collect(self, samples: Iterable[Mapping[str, Any]],
+                 per_atom: Sequence[bool]) -> dict[int, list[np.ndarray]]:
+        """Each target's training values, per structure or per atom, for each dataset (``dataset_index``).
 
         A ``sum``-readout target's totals are divided by the structure's
         atoms: its statistics are per atom.
         """
-        columns: list[list[np.ndarray]] = [[] for _ in self.targets]
+        columns: dict[int, list[list[np.ndarray]]] = {}
+        read = []
         for index, sample in enumerate(samples):
+            read.append(index)
             num_atoms = len(sample["atomic_numbers"])
+            number = int(sample.get(DATASET_INDEX, 0))
+            rows = columns.setdefault(number, [[] for _ in self.targets])
             for column, (target, atom) in enumerate(zip(self.targets, per_atom)):
                 value = self._value(sample, target, atom, num_atoms, index)
                 if not atom and self.readout.get(target) == "sum":
                     value = value / num_atoms
-                columns[column].append(value)
-        if not columns[0]:
+                rows[column].append(value)
+        self._last_statistics_sample = read
+        if not columns:
             raise MatscimlError("cannot fit statistics: the training split is empty; use a larger dataset or split")
-        return [np.concatenate(column) for column in columns]
+        return {number: [np.concatenate(column) for column in rows] for number, rows in sorted(columns.items())}
 
     @staticmethod
     def _value(sample: Mapping[str, Any], target: str, atom: bool, num_atoms: int, index: int) -> np.ndarray:
@@ -184,21 +220,49 @@ class PropertyRegressionTask(BaseTask):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.predict(batch)
 
+    @property
+    def num_datasets(self) -> int:
+        """How many datasets the statistics were fitted on (one row of ``target_mean`` each)."""
+        return int(self.target_mean.shape[0])
+
+    def dataset_rows(self, batch: Batch) -> torch.Tensor:
+        """The statistics row of each structure of ``batch``: its ``dataset_index`` (0 for one dataset)."""
+        index = batch.extras.get(DATASET_INDEX)
+        if self.num_datasets == 1:
+            return torch.zeros(batch.num_structures, dtype=torch.long, device=batch.num_atoms.device)
+        if index is None:
+            raise MatscimlError(f"this model was trained on {self.num_datasets} datasets, each with its own "
+                                f"statistics, but the batch does not say which dataset its structures come from "
+                                f"(no {DATASET_INDEX!r}); evaluate it on the run's datasets, or give each sample "
+                                f"{DATASET_INDEX} (0..{self.num_datasets - 1}, in the run's dataset.name order)")
+        index = index.to(torch.long)
+        if bool(((index < 0) | (index >= self.num_datasets)).any()):
+            raise MatscimlError(f"{DATASET_INDEX} of a structure is outside 0..{self.num_datasets - 1}, the datasets "
+                                f"this model was trained on; give each sample the index of its dataset in the run's "
+                                f"dataset.name list")
+        return index
+
+    def _statistics(self, batch: Batch, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` of each structure, ``[B, T]``: its dataset's row."""
+        rows = self.dataset_rows(batch)
+        return self.target_mean.to(dtype)[rows], self.target_std.to(dtype)[rows]
+
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{target: [B] or [N]}`` in the targets' own units."""
         output = self.features(batch)
         atoms = output.atom_features
         readouts = [self._readout(i) for i in range(len(self.targets))]
         num_atoms = batch.num_atoms.to(atoms.dtype)
-        mean, std = self.target_mean.to(atoms.dtype), self.target_std.to(atoms.dtype)
+        mean, std = self._statistics(batch, atoms.dtype)  # [B, T]
+        atom_mean, atom_std = mean[batch.structure_index], std[batch.structure_index]  # [N, T]
         per_atom_out = pooled_out = None
         if output.structure_features is not None:
             pooled_out = self.head(output.structure_features) * std + mean  # [B, T]
             if "atom" in readouts:
-                per_atom_out = self.atom_head(atoms) * std + mean  # type: ignore[misc]
+                per_atom_out = self.atom_head(atoms) * atom_std + atom_mean  # type: ignore[misc]
         else:
             if "atom" in readouts or "sum" in readouts:
-                per_atom_out = self.head(atoms) * std + mean  # [N, T]
+                per_atom_out = self.head(atoms) * atom_std + atom_mean  # [N, T]
             if "mean" in readouts:
                 pooled_out = self.head(mean_per_structure(atoms, batch.structure_index, batch.num_atoms)) * std + mean
         prediction = {}
@@ -216,14 +280,30 @@ class PropertyRegressionTask(BaseTask):
 
     def loss(self, batch: Batch, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
         losses = []
+        _, std = self._statistics(batch, batch.pos.dtype)
         for i, target in enumerate(self.targets):
             truth = batch.targets[target].to(prediction[target].dtype)
-            normalised = (prediction[target] - truth) / self.target_std[i]
+            scale = std[:, i] if not self._per_atom[i] else std[batch.structure_index, i]
+            normalised = (prediction[target] - truth) / scale.to(truth.dtype)
             if self._readout(i) == "sum":
                 normalised = normalised / batch.num_atoms.to(normalised.dtype)  # the error per atom
             losses.append(normalised.abs().mean() if self.loss_name == "l1" else normalised.pow(2).mean())
         return torch.stack(losses).mean()
 
     def metrics(self, batch: Batch, prediction: Mapping[str, torch.Tensor]) -> dict[str, Metric]:
-        """The MAE of each target in its own unit (over atoms for per-atom targets)."""
-        return {f"{target}_mae": scalar_mae(prediction[target], batch.targets[target]) for target in self.targets}
+        """The MAE of each target in its own unit (over atoms for per-atom targets).
+
+        With several datasets, also each dataset's: ``{target}_mae@{label}``
+        (labels from :attr:`dataset_labels`, set by the run).
+        """
+        metrics = {f"{target}_mae": scalar_mae(prediction[target], batch.targets[target]) for target in self.targets}
+        index = batch.extras.get(DATASET_INDEX)
+        if index is None or self.num_datasets < 2:
+            return metrics
+        labels = self.dataset_labels or [f"dataset{number}" for number in range(self.num_datasets)]
+        for number, label in enumerate(labels):
+            chosen = index == number
+            for target, atom in zip(self.targets, self._per_atom):
+                mask = chosen[batch.structure_index] if atom else chosen
+                metrics[f"{target}_mae@{label}"] = scalar_mae(prediction[target][mask], batch.targets[target][mask])
+        return metrics

@@ -258,11 +258,22 @@ def _devices(value: Any) -> bool:
     return False
 
 
+def _dataset_names(value: Any) -> bool:
+    """One dataset name or path, or a list of two or more different ones."""
+    def named(item: Any) -> bool:
+        return isinstance(item, str) and bool(item.strip())
+
+    if isinstance(value, list):
+        return len(value) >= 2 and all(map(named, value)) and len(set(value)) == len(value)
+    return named(value)
+
+
 _SPLIT_WORDS = "three numbers >= 0 (train, val, test) that sum to 1, with train > 0, e.g. [0.8, 0.1, 0.1]"
 
 CONFIG_CHECKS: dict[str, dict[str, _Check]] = {
     "dataset": {
-        "name": _text("a registered dataset name or a path to dataset files"),
+        "name": ("a registered dataset name or a path to dataset files, or a list of two or more different ones "
+                 "(several datasets in one run, each with its own statistics)", _dataset_names),
         "split": (_SPLIT_WORDS, _split_fractions),
         "seed": _integer(0, SEED_MAX),
         "split_by": _text("'sample', or the name of a per-structure key whose values group the samples "
@@ -444,10 +455,11 @@ def _check_components(config: Mapping[str, Any], registry: "Registry") -> None:
             representation.check_params(_hyper_parameters(representation_section), section="representation")
     dataset = config.get("dataset") or {}
     options = dataset.get("options") or {}
-    name = str(dataset.get("name"))
-    if options and not (Path(name).exists() or Path(name).suffix == ".lmdb" or os.sep in name):
-        try:
-            spec = registry.dataset(name)
-        except MatscimlError:
-            return  # opening the dataset says what is wrong with its name
-        spec.check_params(options, section="dataset.options")
+    names = dataset.get("name")
+    for name in map(str, names if isinstance(names, list) else [names]):
+        if options and not (Path(name).exists() or Path(name).suffix == ".lmdb" or os.sep in name):
+            try:
+                spec = registry.dataset(name)
+            except MatscimlError:
+                continue  # opening the dataset says what is wrong with its name
+            spec.check_params(options, section="dataset.options")

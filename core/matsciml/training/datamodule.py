@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from matsciml.batch import Batch
 from matsciml.data.schema import validate_sample
-from matsciml.data.splits import Split, make_split, split_summary
+from matsciml.data.concatenated import ConcatenatedDatasets
+from matsciml.data.splits import Split, join_splits, make_split, split_summary
 from matsciml.errors import DatasetFormatError, InvalidSampleError, MatscimlError
 from matsciml.fields import declare_dataset_fields, field_spec
 
@@ -35,9 +36,31 @@ if TYPE_CHECKING:
     from matsciml.registry import Registry
 
 
-def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | None = None,
+def open_dataset(name_or_path: str | os.PathLike[str] | Sequence[str], keys: Iterable[str] | None = None,
                  options: Mapping[str, Any] | None = None, registry: Registry | None = None) -> Dataset:
-    """A registered dataset by name (from ``registry``, the process's by default), or dataset files by path."""
+    """A registered dataset by name (from ``registry``, the process's by default), or dataset files by path.
+
+    A list of two or more names or paths opens each and reads them one after
+    another, each sample tagged with its dataset
+    (:class:`~matsciml.data.concatenated.ConcatenatedDatasets`).
+    """
+    if isinstance(name_or_path, (list, tuple)):
+        from matsciml.data.concatenated import ConcatenatedDatasets
+
+        names = [str(name) for name in name_or_path]
+        if len(names) == 1:
+            return open_dataset(names[0], keys, options, registry)
+        parts = []
+        try:
+            for name in names:
+                parts.append(open_dataset(name, keys, options, registry))
+            return ConcatenatedDatasets(parts, names)
+        except BaseException:
+            for part in parts:
+                close = getattr(part, "close", None)
+                if callable(close):
+                    close()
+            raise
     path = Path(name_or_path)
     if path.exists() or path.suffix == ".lmdb" or os.sep in str(name_or_path):
         from matsciml.data.dataset import LMDBDataset
@@ -55,6 +78,11 @@ def open_dataset(name_or_path: str | os.PathLike[str], keys: Iterable[str] | Non
 
 
 _MISSING = object()
+
+
+def _is_name_list(value: Any) -> bool:
+    """Whether ``value`` names several datasets (a list or tuple of names or paths)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(item, (str, os.PathLike)) for item in value)
 
 
 def _per_structure(key: str, metadata: Mapping[str, Any]) -> bool:
@@ -278,8 +306,10 @@ class MatSciDataModule(pl.LightningDataModule):
     """Splits, loaders and collation for one dataset and one representation.
 
     Args:
-        dataset: registered dataset name, path to LMDB file(s)/directory, or
-            a map-style dataset object of samples.
+        dataset: registered dataset name, path to LMDB file(s)/directory, a
+            list of two or more of those (several datasets read together, each
+            sample tagged with its ``dataset_index``, each split on its own by
+            its own group key), or a map-style dataset object of samples.
         representation: object with ``__call__(sample)`` and ``collate(items)``.
         batch_size: structures per batch.
         num_workers: DataLoader worker processes (0 = in the main process).
@@ -313,8 +343,13 @@ class MatSciDataModule(pl.LightningDataModule):
                  registry: Registry | None = None, split_by: str | None = None,
                  order_seed: int | None = None) -> None:
         super().__init__()
-        given = None if isinstance(dataset, (str, os.PathLike)) else dataset
-        self.dataset_name = str(dataset) if given is None else str(getattr(given, "name", type(given).__name__))
+        named = isinstance(dataset, (str, os.PathLike)) or _is_name_list(dataset)
+        given = None if named else dataset
+        #: the dataset as configured: a name or path, or a list of them (several datasets)
+        self.dataset_source: str | list[str] = ([str(name) for name in dataset] if _is_name_list(dataset)
+                                                else str(dataset) if given is None else "")
+        self.dataset_name = (" + ".join(self.dataset_source) if isinstance(self.dataset_source, list)
+                             else self.dataset_source or str(getattr(given, "name", type(given).__name__)))
         self.representation = representation
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
@@ -338,7 +373,7 @@ class MatSciDataModule(pl.LightningDataModule):
         if self.reader is not None:
             return
         if self.dataset is None:
-            self.dataset = open_dataset(self.dataset_name, self.keys, self.dataset_options, self.registry)
+            self.dataset = open_dataset(self.dataset_source, self.keys, self.dataset_options, self.registry)
         if self.metadata:
             # collate (here and in loader workers started later) learns the dataset's own keys
             fields = declare_dataset_fields(self.metadata, source=self.dataset_name)
@@ -349,21 +384,38 @@ class MatSciDataModule(pl.LightningDataModule):
                 self.dataset.keys = sorted({*read_keys, *inputs})
         size = len(self.dataset)  # type: ignore[arg-type]
         if self.split is None:
-            group_key = self.group_key()
-            if group_key is None:
-                self.split = make_split(size, self.split_fractions, self.seed)
+            if isinstance(self.dataset, ConcatenatedDatasets):
+                # each dataset split on its own, by its own group key: each keeps the fractions in every part
+                splits = []
+                for part, name in zip(self.dataset.parts, self.dataset.names):
+                    group_key = self.group_key(getattr(part, "metadata", None))
+                    groups = None if group_key is None else self._groups_of(part, name, group_key)
+                    splits.append(self._make_split(len(part), groups, group_key, name))
+                    print(f"matsciml: {name}: {split_summary(splits[-1], groups)}", file=sys.stderr)
+                self.split = join_splits(splits)
             else:
-                groups = self.read_groups(group_key)
-                try:
-                    split = make_split(size, self.split_fractions, self.seed, groups=groups, group_key=group_key)
-                except ValueError as exc:
-                    raise MatscimlError(f"dataset {self.dataset_name!r}: {exc} (dataset.split_by=sample splits "
-                                        f"by sample)") from None
-                self.split = split
-                print(f"matsciml: {split_summary(split, groups)}", file=sys.stderr)
+                group_key = self.group_key()
+                groups = None if group_key is None else self.read_groups(group_key)
+                self.split = self._make_split(size, groups, group_key, self.dataset_name)
+                if groups is not None:
+                    print(f"matsciml: {split_summary(self.split, groups)}", file=sys.stderr)
         else:
             self._check_split(self.split)
         self.reader = CheckedReader(self.dataset, self.dataset_name, validate=self.validate)
+
+    def _make_split(self, size: int, groups: list[Hashable] | None, group_key: str | None, name: str) -> Split:
+        """A new seeded split of one dataset, by group when ``groups`` are given."""
+        if groups is None:
+            return make_split(size, self.split_fractions, self.seed)
+        try:
+            return make_split(size, self.split_fractions, self.seed, groups=groups, group_key=group_key)
+        except ValueError as exc:
+            raise MatscimlError(f"dataset {name!r}: {exc} (dataset.split_by=sample splits by sample)") from None
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """The name of each dataset of the run: one, or several read together."""
+        return list(self.dataset_source) if isinstance(self.dataset_source, list) else [self.dataset_name]
 
     def _check_split(self, split: Split) -> None:
         size = len(self.dataset)  # type: ignore[arg-type]
@@ -371,17 +423,18 @@ class MatSciDataModule(pl.LightningDataModule):
             raise MatscimlError(f"the recorded split is for {split.num_samples} samples but dataset "
                                 f"{self.dataset_name!r} has {size}; it is not the dataset the run was trained on")
 
-    def group_key(self) -> str | None:
+    def group_key(self, metadata: Mapping[str, Any] | None = _MISSING) -> str | None:  # type: ignore[assignment]
         """The key whose values group the samples of a new split, or None to split by sample.
 
         ``split_by`` when it names a key, else the ``group_key`` the dataset's
-        metadata declares (None for ``split_by="sample"``).
+        metadata declares (None for ``split_by="sample"``); ``metadata`` is
+        one dataset's of several (the data module's own by default).
         """
         if self.split_by == "sample":
             return None
         if self.split_by is not None:
             return str(self.split_by)
-        declared = (self.metadata or {}).get("group_key")
+        declared = ((self.metadata if metadata is _MISSING else metadata) or {}).get("group_key")
         return declared if isinstance(declared, str) and declared else None
 
     def read_groups(self, key: str) -> list[Hashable]:
@@ -396,23 +449,32 @@ class MatSciDataModule(pl.LightningDataModule):
                 available are listed), is per atom, or is missing from a
                 sample (named).
         """
+        if isinstance(self.dataset, ConcatenatedDatasets):
+            # a group of one dataset is never a group of another: ids are (dataset, value)
+            return [(number, value) for number, (part, name) in enumerate(zip(self.dataset.parts, self.dataset.names))
+                    for value in self._groups_of(part, name, key)]
+        return self._groups_of(self.dataset, self.dataset_name, key)
+
+    def _groups_of(self, dataset: Any, dataset_name: str, key: str) -> list[Hashable]:
+        """:meth:`read_groups` of one dataset."""
         setting = f"dataset.split_by={key}" if self.split_by is not None else \
             f"the dataset's group key {key!r} (metadata group_key)"
         fix = "set dataset.split_by to a per-structure key every sample has, or dataset.split_by=sample"
-        metadata = self.metadata
+        metadata = getattr(dataset, "metadata", None)
+        metadata = metadata if isinstance(metadata, Mapping) else None
         if metadata is not None and isinstance(metadata.get("keys"), Mapping):
             recorded = metadata["keys"]
             if key not in recorded:
                 available = sorted(name for name, info in recorded.items()
                                    if _per_structure(name, metadata) and (info.get("dtype") == "str"
                                                                           or info.get("shape") == []))
-                raise MatscimlError(f"{setting}: dataset {self.dataset_name!r} has no key {key!r} in any sample; "
+                raise MatscimlError(f"{setting}: dataset {dataset_name!r} has no key {key!r} in any sample; "
                                     f"its per-structure keys are {', '.join(available) or '(none)'}; {fix}")
             if not _per_structure(key, metadata):
-                raise MatscimlError(f"{setting}: key {key!r} of dataset {self.dataset_name!r} has one value per "
+                raise MatscimlError(f"{setting}: key {key!r} of dataset {dataset_name!r} has one value per "
                                     f"atom, not one per structure, so it cannot name a sample's group; {fix}")
-        files = getattr(self.dataset, "files", None)
-        if files is not None and hasattr(self.dataset, "locate"):  # an LMDBDataset: decode only that key
+        files = getattr(dataset, "files", None)
+        if files is not None and hasattr(dataset, "locate"):  # an LMDBDataset: decode only that key
             groups: list[Hashable] = []
             for file in files:
                 for i in range(len(file)):
@@ -425,12 +487,11 @@ class MatSciDataModule(pl.LightningDataModule):
                         continue
                     groups.append(_group_value(value, f"sample {i} of {file.path}", key, setting, fix))
             return groups
-        dataset = self.dataset
         asked = getattr(dataset, "keys", None)
         if isinstance(asked, list):  # a dataset that decodes only some keys: add this one while reading
             dataset.keys = sorted({*asked, key})  # type: ignore[union-attr]
         try:
-            reader = CheckedReader(dataset, self.dataset_name, validate=False)  # type: ignore[arg-type]
+            reader = CheckedReader(dataset, dataset_name, validate=False)  # type: ignore[arg-type]
             return [_group_value(dataset[i].get(key, _MISSING), reader.name(i), key, setting, fix)  # type: ignore[index]
                     for i in range(len(dataset))]  # type: ignore[arg-type]
         finally:

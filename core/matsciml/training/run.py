@@ -24,6 +24,7 @@ from typing import Any
 
 from matsciml import __version__
 from matsciml.checkpoint import read_checkpoint
+from matsciml.data.concatenated import ConcatenatedDatasets
 from matsciml.data.schema import STRUCTURE_KEYS as _STRUCTURE_KEYS
 from matsciml.data.splits import Split
 from matsciml.data.storage import keys_in_every_sample
@@ -110,12 +111,15 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
         # the resolved config says what the run does. Only then is the dataset opened (its metadata: cheap).
         from matsciml.training.datamodule import open_dataset
 
-        name = str(config["dataset"].get("name"))
+        name = config["dataset"].get("name")
         dataset = open_dataset(name, options=config["dataset"].get("options") or {}, registry=registry)
         try:
-            metadata = getattr(dataset, "metadata", None)
-            if isinstance(metadata, Mapping):
-                declare_dataset_fields(metadata, source=name)
+            # each dataset declares its own keys (several datasets: each part, under its own name)
+            several = isinstance(dataset, ConcatenatedDatasets)
+            for part, source in zip(dataset.parts if several else [dataset], dataset.names if several else [str(name)]):
+                metadata = getattr(part, "metadata", None)
+                if isinstance(metadata, Mapping):
+                    declare_dataset_fields(metadata, source=source)
         finally:
             close = getattr(dataset, "close", None)
             if callable(close):
@@ -163,7 +167,7 @@ def required_targets(config: Mapping[str, Any], registry: Registry | None = None
     return task_spec.targets_for(_params(config["task"]))
 
 
-def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: str | None = None,
+def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: str | list[str] | None = None,
               registry: Registry | None = None) -> Run:
     """Build backbone, representation, task and data module from a resolved config.
 
@@ -202,8 +206,18 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
         split_by=config["dataset"].get("split_by") if dataset is None else None,  # another dataset: its own group key
         order_seed=int(config["run"]["seed"]),  # the training order is the run's, like its initial weights
     )
+    names = datamodule.dataset_names
+    if len(names) > 1 and not getattr(task, "several_datasets", False):
+        raise IncompatibleComponentsError(
+            f"dataset.name lists {len(names)} datasets, but task {task_spec.name!r} keeps one set of training "
+            f"statistics and would mix their references; train it on one dataset (a directory of *.lmdb files of "
+            f"one dataset is one dataset), or use task regression, which keeps each dataset's statistics")
     datamodule.setup()
     _check_targets(datamodule, targets, config)
+    if len(names) > 1:
+        from matsciml.data.concatenated import dataset_labels
+
+        task.dataset_labels = dataset_labels(names)
     check_backbone_contract(backbone, model_spec, datamodule.example_batch())
     return Run(dict(config), backbone, representation, task, datamodule)
 
@@ -298,19 +312,22 @@ def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) ->
 
 
 def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any]) -> None:
+    """Every dataset of the run carries the task's targets in every sample (each dataset checked and named)."""
     dataset = datamodule.dataset
-    metadata = getattr(dataset, "metadata", None)
-    if metadata:
-        present = keys_in_every_sample(metadata)
-    else:
-        present = set(dataset[0])
-    missing = [t for t in targets if t not in present]
-    if missing:
-        raise IncompatibleComponentsError(
-            f"task {config['task']['name']!r} needs {', '.join(missing)} in every sample, but dataset "
-            f"{datamodule.dataset_name!r} does not have it (it has {', '.join(sorted(present))}); "
-            f"choose another task or dataset"
-        )
+    several = isinstance(dataset, ConcatenatedDatasets)
+    for part, name in zip(dataset.parts if several else [dataset], dataset.names if several else [datamodule.dataset_name]):
+        metadata = getattr(part, "metadata", None)
+        if metadata:
+            present = keys_in_every_sample(metadata)
+        else:
+            present = set(part[0])
+        missing = [t for t in targets if t not in present]
+        if missing:
+            raise IncompatibleComponentsError(
+                f"task {config['task']['name']!r} needs {', '.join(missing)} in every sample, but dataset "
+                f"{name!r} does not have it (it has {', '.join(sorted(present))}); "
+                f"choose another task or dataset"
+            )
 
 
 # ---------------------------------------------------------------- training
@@ -388,8 +405,15 @@ def _run_name(config: Mapping[str, Any]) -> str:
         name = f"{config['model']['name']}-{config['task']['name']}-{job}"
     if not name:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{config['model']['name']}-{config['task']['name']}-{Path(str(config['dataset']['name'])).stem}-{stamp}"
+        name = f"{config['model']['name']}-{config['task']['name']}-{_dataset_stem(config['dataset']['name'])}-{stamp}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).lstrip(".") or "run"  # never '.', '..' or hidden
+
+
+def _dataset_stem(name: Any) -> str:
+    """The dataset part of a default run name: a file's stem, or the stems of several datasets joined by +."""
+    from matsciml.data.concatenated import dataset_labels
+
+    return "+".join(dataset_labels(name)) if isinstance(name, (list, tuple)) else Path(str(name)).stem
 
 
 def _run_dir(config: Mapping[str, Any]) -> Path:
@@ -626,7 +650,7 @@ class LoadedRun:
     same_dataset: bool = True
 
 
-def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None,
+def load_checkpoint(path: str | os.PathLike[str], dataset: str | list[str] | None = None,
                     registry: Registry | None = None) -> LoadedRun:
     """Rebuild a trained task from a checkpoint written by :func:`train`.
 
@@ -653,6 +677,14 @@ def load_checkpoint(path: str | os.PathLike[str], dataset: str | None = None,
     except (ValueError, KeyError, TypeError) as exc:
         raise MatscimlError(f"{path}: the split recorded in this checkpoint is not valid "
                             f"({type(exc).__name__}: {exc}); use another checkpoint of the run") from None
+    trained = config["dataset"]["name"]
+    if dataset is not None and isinstance(trained, list):
+        given = dataset if isinstance(dataset, list) else [dataset]
+        if len(given) != len(trained):
+            raise MatscimlError(
+                f"{path}: this model was trained on {len(trained)} datasets ({', '.join(map(str, trained))}), each "
+                f"with its own statistics, so it evaluates on {len(trained)}: give --dataset once per dataset, the "
+                f"k-th normalised as the k-th of the training run (you gave {len(given)})")
     dataset, same_dataset = locate_dataset(path, config, record.get("dataset"), dataset, registry)
     run = build_run(config, split=split if same_dataset else None, dataset=dataset, registry=registry)
     run.task.load_state_dict(checkpoint["state_dict"])
@@ -670,6 +702,11 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
     """
     import hashlib
 
+    if isinstance(dataset, ConcatenatedDatasets):  # their own hashes, in order (not the names they were opened by)
+        hashes = [dataset_fingerprint(part)["metadata_sha256"] for part in dataset.parts]
+        digest = (None if None in hashes else
+                  hashlib.sha256(json.dumps(hashes).encode("utf-8")).hexdigest())
+        return {"num_samples": len(dataset), "metadata_sha256": digest}
     metadata = getattr(dataset, "metadata", None)
     digest = None
     if isinstance(metadata, Mapping):
@@ -680,15 +717,21 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
 
 def dataset_record(datamodule: Any) -> dict[str, Any]:
     """What a checkpoint records of its dataset: the name as configured, the absolute path of a
-    dataset given by path (None for a registered name), and its :func:`dataset_fingerprint`."""
-    name = datamodule.dataset_name
-    path = Path(name)
-    absolute = str(path.resolve()) if path.exists() else None
-    return {"name": name, "path": absolute, **dataset_fingerprint(datamodule.dataset)}
+    dataset given by path (None for a registered name), and its :func:`dataset_fingerprint`.
+
+    For several datasets, ``name`` and ``path`` are lists (one entry each) and
+    the fingerprint is of them together."""
+    def absolute(name: str) -> str | None:
+        path = Path(name)
+        return str(path.resolve()) if path.exists() else None
+
+    source = datamodule.dataset_source or datamodule.dataset_name
+    paths: Any = [absolute(name) for name in source] if isinstance(source, list) else absolute(source)
+    return {"name": source, "path": paths, **dataset_fingerprint(datamodule.dataset)}
 
 
 def locate_dataset(checkpoint: Path, config: Mapping[str, Any], record: Mapping[str, Any] | None,
-                   given: str | None, registry: Registry) -> tuple[str, bool]:
+                   given: str | list[str] | None, registry: Registry) -> tuple[str | list[str], bool]:
     """The dataset to evaluate a checkpoint on, and whether it is the one the run trained on.
 
     Without ``given``: the configured name (a registered dataset, or a path
@@ -700,9 +743,10 @@ def locate_dataset(checkpoint: Path, config: Mapping[str, Any], record: Mapping[
     """
     from matsciml.training.datamodule import open_dataset
 
-    name = str(config["dataset"]["name"])
+    configured = config["dataset"]["name"]
+    name: Any = [str(item) for item in configured] if isinstance(configured, list) else str(configured)
 
-    def fingerprint(candidate: str) -> dict[str, Any] | None:
+    def fingerprint(candidate: Any) -> dict[str, Any] | None:
         try:
             dataset = open_dataset(candidate, options=config["dataset"].get("options") or {}, registry=registry)
         except (FileNotFoundError, ComponentNotFoundError):
@@ -724,24 +768,32 @@ def locate_dataset(checkpoint: Path, config: Mapping[str, Any], record: Mapping[
     if record is None:  # a checkpoint from before datasets were recorded: the configured name, as it was
         return name, True
     recorded_path = record.get("path")
+    if isinstance(name, list) and isinstance(recorded_path, list) and len(recorded_path) == len(name):
+        # several datasets: each at its recorded absolute path, or its configured name (a registered dataset)
+        recorded_path = [path or item for path, item in zip(recorded_path, name)]
     candidates = [name] + ([recorded_path] if recorded_path and recorded_path != name else [])
-    found = {candidate: fingerprint(candidate) for candidate in candidates}
-    for candidate in candidates:
-        if matches(found[candidate]):
+    found = [fingerprint(candidate) for candidate in candidates]
+    for candidate, content in zip(candidates, found):
+        if matches(content):
             return candidate, True
     size = f"{record.get('num_samples')} samples"
-    where = recorded_path or name
-    present = [candidate for candidate in candidates if found[candidate] is not None]
+    where = _shown(recorded_path or name)
+    present = [(candidate, content) for candidate, content in zip(candidates, found) if content is not None]
     if present:
-        other = found[present[0]]
+        candidate, other = present[0]
         raise MatscimlError(
-            f"{checkpoint}: the dataset at {present[0]} is not the one this run trained on ({size}, metadata "
+            f"{checkpoint}: the dataset at {_shown(candidate)} is not the one this run trained on ({size}, metadata "
             f"hash {str(record.get('metadata_sha256'))[:12]}; found {other['num_samples']} samples, hash "
             f"{str(other['metadata_sha256'])[:12]}); give the training dataset with --dataset PATH, or "
-            f"evaluate on this one with --dataset {present[0]} --split all")
+            f"evaluate on this one with --dataset {_shown(candidate, ' --dataset ')} --split all")
     raise MatscimlError(
         f"{checkpoint}: the dataset this run trained on, {where} ({size}), is not there any more; if it moved, "
         f"give its new location with --dataset PATH (its recorded split is kept when the content matches)")
+
+
+def _shown(name: Any, separator: str = " + ") -> str:
+    """A dataset name, or several joined, for messages."""
+    return separator.join(map(str, name)) if isinstance(name, (list, tuple)) else str(name)
 
 
 def make_trainer(options: Mapping[str, Any], fix: str = "fix the trainer section of the config",
