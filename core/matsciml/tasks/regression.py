@@ -102,7 +102,7 @@ class PropertyRegressionTask(BaseTask):
         self._per_atom: tuple[bool, ...] = (False,) * len(self.targets)
         #: a label per dataset of a run on several datasets, for per-dataset metrics (set by the run)
         self.dataset_labels: list[str] = []
-        self._last_statistics_sample: list[int] = []
+        self._statistics_count = 0  # training structures read by the last fit_statistics
 
     # ------------------------------------------------------------ which kind of target
     @property
@@ -159,7 +159,7 @@ class PropertyRegressionTask(BaseTask):
         missing = [number for number in range(count) if number not in per_dataset]
         if missing:
             which = ", ".join(names[n] if n < len(names) else str(n) for n in missing)
-            raise MatscimlError(f"cannot fit per-dataset statistics: none of the {len(self._last_statistics_sample)} "
+            raise MatscimlError(f"cannot fit per-dataset statistics: none of the {self._statistics_count} "
                                 f"training structures read for them (data.statistics_samples) is from {which}; "
                                 f"raise data.statistics_samples, or set it to null to read them all")
         means = torch.zeros(count, len(self.targets), dtype=torch.float64)
@@ -168,8 +168,12 @@ class PropertyRegressionTask(BaseTask):
             for column, values in enumerate(columns):
                 means[number, column] = float(values.mean())
                 stds[number, column] = max(float(values.std()), 1e-6)
-        self.target_mean = means.to(self.target_mean.dtype).to(self.target_mean.device)
-        self.target_std = stds.to(self.target_std.dtype).to(self.target_std.device)
+        for name, fitted in (("target_mean", means), ("target_std", stds)):
+            buffer = getattr(self, name)
+            if buffer.shape == fitted.shape:
+                buffer.copy_(fitted)  # in place: a wrapper holding the buffer (DDP) keeps seeing it
+            else:  # another number of datasets than the buffer was made for
+                setattr(self, name, fitted.to(dtype=buffer.dtype, device=buffer.device))
         self.target_per_atom.copy_(torch.as_tensor(per_atom))
         self._per_atom = per_atom
         super().fit_statistics(samples, metadata)
@@ -182,9 +186,9 @@ class PropertyRegressionTask(BaseTask):
         atoms: its statistics are per atom.
         """
         columns: dict[int, list[list[np.ndarray]]] = {}
-        read = []
+        self._statistics_count = 0
         for index, sample in enumerate(samples):
-            read.append(index)
+            self._statistics_count += 1
             num_atoms = len(sample["atomic_numbers"])
             number = int(sample.get(DATASET_INDEX, 0))
             rows = columns.setdefault(number, [[] for _ in self.targets])
@@ -193,7 +197,6 @@ class PropertyRegressionTask(BaseTask):
                 if not atom and self.readout.get(target) == "sum":
                     value = value / num_atoms
                 rows[column].append(value)
-        self._last_statistics_sample = read
         if not columns:
             raise MatscimlError("cannot fit statistics: the training split is empty; use a larger dataset or split")
         return {number: [np.concatenate(column) for column in rows] for number, rows in sorted(columns.items())}
