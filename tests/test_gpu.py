@@ -122,5 +122,20 @@ def test_asking_for_a_gpu_without_one_is_one_line(tmp_path: Path) -> None:
                           timeout=900)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("matsciml: error: PyTorch Lightning refused the trainer settings (accelerator=gpu")
-    assert "fix the trainer section of the config" in last
+    assert last.startswith("matsciml: error: trainer.accelerator=gpu: no CUDA GPU is visible to this process")
+    assert "use trainer.accelerator=auto" in last
+    assert not (tmp_path / "nogpu").exists()  # refused before the run directory is written
+
+    # evaluate runs where --accelerator says, whatever the run trained on; a bad one is one line too
+    done = subprocess.run([sys.executable, "-m", "matsciml", "train", *IS2RE, "trainer.max_epochs=1",
+                           f"run.dir={tmp_path}", "run.name=cpu"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = tmp_path / "cpu/checkpoints/last.ckpt"
+    for accelerator, words in (("gpu", "No supported gpu backend found"), ("gpux", "invalid accelerator name")):
+        done = subprocess.run([sys.executable, "-m", "matsciml", "evaluate", str(checkpoint), "--accelerator",
+                               accelerator], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 1
+        last = done.stderr.strip().splitlines()[-1]
+        assert f"refused the trainer settings (accelerator={accelerator}" in last and words in last, last
+        assert last.endswith("give --accelerator auto (what this machine has), cpu or gpu"), last

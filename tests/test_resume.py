@@ -148,6 +148,39 @@ def test_resume_passes_over_a_damaged_checkpoint_and_names_it(tmp_path: Path) ->
     assert [path.name for path, _ in point.passed_over] == ["last.ckpt"]
 
 
+def test_resume_reads_only_last_ckpt_unless_another_was_written_after_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with a checkpoint every epoch is not read whole to resume it; a newer checkpoint still wins."""
+    import os
+
+    import matsciml.training.resume as resume_module
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("model: {}\n")
+    io = AtomicCheckpointIO()
+    for epoch in range(5):
+        io.save_checkpoint({"state_dict": {}, "epoch": epoch, "global_step": 10 * (epoch + 1)},
+                           checkpoints / f"epoch-{epoch}.ckpt")
+    io.save_checkpoint({"state_dict": {}, "epoch": 4, "global_step": 50}, checkpoints / "last.ckpt")
+    written = (checkpoints / "last.ckpt").stat().st_mtime_ns
+    for number, path in enumerate(sorted(checkpoints.glob("epoch-*.ckpt"))):
+        os.utime(path, ns=(written - 1000 * (5 - number), written - 1000 * (5 - number)))
+    read: list[str] = []
+    real = resume_module.read_checkpoint
+    monkeypatch.setattr(resume_module, "read_checkpoint", lambda path: read.append(Path(path).name) or real(path))
+    point = find_resume_point(tmp_path / "run")
+    assert point.path.name == "last.ckpt" and point.global_step == 50 and read == ["last.ckpt"]
+
+    # killed after the best checkpoint of epoch 5 was saved and before last.ckpt was: that one is newer
+    io.save_checkpoint({"state_dict": {}, "epoch": 5, "global_step": 60}, checkpoints / "best-epoch=5.ckpt")
+    os.utime(checkpoints / "best-epoch=5.ckpt", ns=(written + 1000, written + 1000))
+    read.clear()
+    point = find_resume_point(tmp_path / "run")
+    assert point.path.name == "best-epoch=5.ckpt" and point.global_step == 60
+    assert read == ["last.ckpt", "best-epoch=5.ckpt"]
+
+
 @pytest.mark.parametrize("arguments, words", [
     (["--resume", "{tmp}/nowhere"], "not a run directory"),
     (["--resume", "{tmp}/run", "optimizer.lr=0.1"], "optimizer.lr cannot change in a resumed run"),

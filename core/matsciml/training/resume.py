@@ -160,6 +160,10 @@ def run_config_path(run_dir: str | os.PathLike[str]) -> Path:
 def find_resume_point(run_dir: Path) -> ResumePoint:
     """The newest intact checkpoint of a run: ``last.ckpt`` unless it is damaged, else the furthest other one.
 
+    Only ``last.ckpt`` is read when it is intact and no other checkpoint was
+    written after it; otherwise the others are read too, and the one of the
+    highest global step wins.
+
     Raises:
         MatscimlError: the directory is not a run, or none of its checkpoints
             can be read (each named with its reason).
@@ -170,15 +174,26 @@ def find_resume_point(run_dir: Path) -> ResumePoint:
     if not candidates:
         raise MatscimlError(f"--resume {run_dir}: the run has no checkpoint yet (nothing in {checkpoints}); it was "
                             f"stopped before its first epoch ended, so start it again without --resume")
+    last = checkpoints / "last.ckpt"
+    if last in candidates:
+        # last.ckpt is written at the end of every epoch, after that epoch's other checkpoints: read it first,
+        # and the others only when it is damaged or when one was written after it (a kill between the two
+        # saves of an epoch), so a run with a checkpoint every epoch is not read whole to resume it
+        candidates = [last] + [path for path in candidates if path != last]
     readable: list[tuple[int, int, int, Path]] = []
     records: dict[Path, dict[str, Any]] = {}
     passed_over: list[tuple[Path, str]] = []
+    last_written: int | None = None
     for candidate in candidates:
+        if last_written is not None and _modified(candidate) <= last_written:
+            continue  # written before the intact last.ckpt: not newer than it
         try:
             checkpoint = read_checkpoint(candidate)
         except CheckpointError as exc:
             passed_over.append((candidate, str(exc)))
             continue
+        if candidate == last:
+            last_written = _modified(last)
         step = int(checkpoint.get("global_step", 0))
         epoch = int(checkpoint.get("epoch", 0))
         readable.append((step, 1 if candidate.name == "last.ckpt" else 0, epoch, candidate))
@@ -191,6 +206,11 @@ def find_resume_point(run_dir: Path) -> ResumePoint:
     step, _, epoch, path = max(readable)
     return ResumePoint(path=path, epoch=epoch, global_step=step, passed_over=tuple(passed_over),
                        record=records[path])
+
+
+def _modified(path: Path) -> int:
+    """When ``path`` was last written, in ns (an atomic save sets it when the file is put in place)."""
+    return path.stat().st_mtime_ns
 
 
 # ---------------------------------------------------------------- the run's log, continued

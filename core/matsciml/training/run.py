@@ -523,6 +523,7 @@ def train(config: Mapping[str, Any], registry: Registry | None = None,
     registry = registry or get_registry()
     config = resolve_config(config, registry)
     check_trainer_options(config["trainer"])  # before the model is built and the run directory written
+    check_accelerator_available(config["trainer"])
     rank_zero = launch_is_rank_zero()
     point = None
     split = None
@@ -817,6 +818,22 @@ def make_trainer(options: Mapping[str, Any], fix: str = "fix the trainer section
                           if key in options)
         reason = " ".join(str(exc).split())
         raise MatscimlError(f"PyTorch Lightning refused the trainer settings ({shown}): {reason}; {fix}") from exc
+
+
+def check_accelerator_available(options: Mapping[str, Any]) -> None:
+    """Refuse ``trainer.accelerator=gpu`` (or ``cuda``) where no CUDA GPU is visible, before anything is built.
+
+    Lightning would refuse it too, but only when the trainer is made: after
+    the statistics are fitted and the run directory is written.
+    """
+    import torch
+
+    accelerator = options.get("accelerator")
+    if isinstance(accelerator, str) and accelerator.lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+        raise MatscimlError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible to this process (torch "
+                            f"{torch.__version__}, a {build}); use trainer.accelerator=auto (a GPU when there is "
+                            f"one) or cpu, or run where a GPU is visible (CUDA_VISIBLE_DEVICES)")
 
 
 def check_trainer_options(options: Mapping[str, Any]) -> None:
