@@ -267,6 +267,29 @@ def test_cosine_warm_up_scales_the_first_steps_and_leaves_the_schedule_as_it_is(
     assert warm.used[5:] == plain.used[5:]  # exactly
 
 
+def test_a_run_resumed_to_train_longer_stretches_its_cosine_over_the_new_length(toy_registry,
+                                                                                tmp_path: Path) -> None:
+    """`--resume RUN trainer.max_epochs=6` after 3 epochs: the rates of epochs 3-5 are the 6-epoch cosine's
+    (not the 3-epoch schedule's end, near zero, and its mirror image), and the checkpoint holds the new
+    schedule."""
+    import matsciml.training.run as run
+    from matsciml.checkpoint import read_checkpoint
+
+    result, _, _ = _train(tmp_path, "short", toy_registry)
+    recorder = Recorder()
+    original = run.training_callbacks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "training_callbacks", lambda config: [*original(config), recorder])
+        longer = run.train(_config(tmp_path, "short", "trainer.max_epochs=6"), toy_registry,
+                           resume=result.run_dir)
+    total = 6
+    expected = [LR * (1 + math.cos(math.pi * (k // STEPS_PER_EPOCH) / total)) / 2
+                for k in range(EPOCHS * STEPS_PER_EPOCH, total * STEPS_PER_EPOCH)]
+    assert recorder.used == pytest.approx(expected, rel=1e-9)
+    saved = read_checkpoint(longer.last_checkpoint)
+    assert saved["lr_schedulers"][0]["T_max"] == total and saved["epoch"] == total - 1
+
+
 def test_plateau_warm_up_composes_with_its_reductions_and_sgd_steps_with_the_scaled_rate(toy_registry,
                                                                                        tmp_path: Path) -> None:
     """Plateau halving the rate after every epoch (threshold 10: no epoch counts as better) under a

@@ -577,3 +577,21 @@ def test_train_json_stdout_is_only_the_document(tmp_path: Path) -> None:
     assert Path(json.loads(again.stdout)["run_dir"]) == tmp_path / "json-run-2"
     assert f"this run writes to {tmp_path / 'json-run-2'} instead" in again.stderr
     assert (tmp_path / "json-run" / "metrics.json").is_file() and (tmp_path / "json-run-2" / "metrics.json").is_file()
+
+
+def test_overrides_may_come_between_and_after_options(capsys) -> None:
+    """KEY=VALUE overrides written after a later option are overrides too (argparse takes one run of
+    positionals); anything else left over is still a usage error, exit 2."""
+    import yaml
+
+    code, out, err = _invoke(["train", "--model", "gala", "trainer.max_epochs=3", "--task", "regression",
+                              "task.targets=[energy]", "--dataset", "a.lmdb", "--dataset", "b.lmdb",
+                              "data.batch_size=5", "--print-config"], capsys)
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert config["trainer"]["max_epochs"] == 3 and config["data"]["batch_size"] == 5
+    assert config["task"]["targets"] == ["energy"] and config["dataset"]["name"] == ["a.lmdb", "b.lmdb"]
+    for argv, left in ((["train", "--model", "gala", "--bogus"], "--bogus"),
+                       (["train", "--model", "gala", "trainer.max_epochs=3", "--task", "s2ef", "stray"], "stray")):
+        code, _, err = _invoke(argv, capsys)
+        assert code == 2 and f"unrecognized arguments: {left}" in err, err

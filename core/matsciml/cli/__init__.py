@@ -44,7 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from matsciml.cli.output import json_stdout
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes one run of positionals: KEY=VALUE overrides written after a later option
+        # (`train --model gala trainer.max_epochs=5 --task s2ef model.preset=small`) come back unparsed
+        if hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with json_stdout(bool(getattr(args, "json", False))):
             return int(args.handler(args) or 0)

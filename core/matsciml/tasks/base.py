@@ -14,6 +14,7 @@ from a checkpoint).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -293,6 +294,31 @@ class BaseTask(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_record is not None:
             checkpoint["matsciml"] = self.run_record
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Stretch a cosine schedule over a resumed run's new length (``--resume ... trainer.max_epochs=N``).
+
+        The schedule's state in the checkpoint ends where the run was to end;
+        restored as it is, a run trained longer would go on at a learning rate
+        near zero, then climb the mirrored cosine. Instead the cosine runs over
+        the new number of epochs from the epoch reached: the learning rate is
+        the new schedule's value there. With the same length nothing changes,
+        so a resumed run still ends exactly where the whole run would have.
+        """
+        trainer = self._trainer
+        total = int(trainer.max_epochs or 0) if trainer is not None else 0
+        if total < 1 or str((self.scheduler_config or {}).get("name", "")).lower() != "cosine":
+            return
+        schedulers, optimizers = checkpoint.get("lr_schedulers") or [], checkpoint.get("optimizer_states") or []
+        for state, optimizer in zip(schedulers, optimizers):
+            if not isinstance(state, dict) or "T_max" not in state or int(state["T_max"]) == total:
+                continue
+            done, floor = int(state.get("last_epoch", 0)), float(state.get("eta_min", 0.0))
+            rates = [floor + (float(base) - floor) * (1 + math.cos(math.pi * min(done, total) / total)) / 2
+                     for base in state.get("base_lrs", [])]
+            state["T_max"], state["_last_lr"] = total, rates
+            for group, rate in zip(optimizer.get("param_groups", []), rates):
+                group["lr"] = rate
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "train")  # None skips the optimiser step (a batch with no valid sample)
