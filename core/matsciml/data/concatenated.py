@@ -80,10 +80,6 @@ class ConcatenatedDatasets(torch.utils.data.Dataset):
         part = bisect.bisect_right(self._ends, index)
         return part, index - (self._ends[part - 1] if part else 0)
 
-    def start(self, part: int) -> int:
-        """The index of the first sample of ``part``."""
-        return self._ends[part - 1] if part else 0
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         part, local = self.locate(index)
         sample = dict(self.parts[part][local])
@@ -104,6 +100,13 @@ class ConcatenatedDatasets(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"ConcatenatedDatasets({', '.join(self.names)}; {len(self)} samples)"
+
+
+def named_parts(dataset: Any, name: str) -> list[tuple[Any, str]]:
+    """``(dataset, name)`` of each dataset read together, or of ``dataset`` alone (named ``name``)."""
+    if isinstance(dataset, ConcatenatedDatasets):
+        return list(zip(dataset.parts, dataset.names))
+    return [(dataset, name)]
 
 
 def dataset_labels(names: Sequence[str]) -> list[str]:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from matsciml.batch import Batch
 from matsciml.data.schema import validate_sample
-from matsciml.data.concatenated import ConcatenatedDatasets
+from matsciml.data.concatenated import ConcatenatedDatasets, named_parts
 from matsciml.data.splits import Split, join_splits, make_split, split_summary
 from matsciml.errors import DatasetFormatError, InvalidSampleError, MatscimlError
 from matsciml.fields import declare_dataset_fields, field_spec
@@ -45,8 +45,6 @@ def open_dataset(name_or_path: str | os.PathLike[str] | Sequence[str], keys: Ite
     (:class:`~matsciml.data.concatenated.ConcatenatedDatasets`).
     """
     if isinstance(name_or_path, (list, tuple)):
-        from matsciml.data.concatenated import ConcatenatedDatasets
-
         names = [str(name) for name in name_or_path]
         if len(names) == 1:
             return open_dataset(names[0], keys, options, registry)
@@ -387,7 +385,7 @@ class MatSciDataModule(pl.LightningDataModule):
             if isinstance(self.dataset, ConcatenatedDatasets):
                 # each dataset split on its own, by its own group key: each keeps the fractions in every part
                 splits = []
-                for part, name in zip(self.dataset.parts, self.dataset.names):
+                for part, name in named_parts(self.dataset, self.dataset_name):
                     group_key = self.group_key(getattr(part, "metadata", None))
                     groups = None if group_key is None else self._groups_of(part, name, group_key)
                     splits.append(self._make_split(len(part), groups, group_key, name))
@@ -451,7 +449,7 @@ class MatSciDataModule(pl.LightningDataModule):
         """
         if isinstance(self.dataset, ConcatenatedDatasets):
             # a group of one dataset is never a group of another: ids are (dataset, value)
-            return [(number, value) for number, (part, name) in enumerate(zip(self.dataset.parts, self.dataset.names))
+            return [(number, value) for number, (part, name) in enumerate(named_parts(self.dataset, self.dataset_name))
                     for value in self._groups_of(part, name, key)]
         return self._groups_of(self.dataset, self.dataset_name, key)
 

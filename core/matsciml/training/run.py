@@ -24,7 +24,7 @@ from typing import Any
 
 from matsciml import __version__
 from matsciml.checkpoint import read_checkpoint
-from matsciml.data.concatenated import ConcatenatedDatasets
+from matsciml.data.concatenated import ConcatenatedDatasets, dataset_labels, named_parts
 from matsciml.data.schema import STRUCTURE_KEYS as _STRUCTURE_KEYS
 from matsciml.data.splits import Split
 from matsciml.data.storage import keys_in_every_sample
@@ -115,8 +115,7 @@ def resolve_config(config: Mapping[str, Any], registry: Registry | None = None) 
         dataset = open_dataset(name, options=config["dataset"].get("options") or {}, registry=registry)
         try:
             # each dataset declares its own keys (several datasets: each part, under its own name)
-            several = isinstance(dataset, ConcatenatedDatasets)
-            for part, source in zip(dataset.parts if several else [dataset], dataset.names if several else [str(name)]):
+            for part, source in named_parts(dataset, str(name)):
                 metadata = getattr(part, "metadata", None)
                 if isinstance(metadata, Mapping):
                     declare_dataset_fields(metadata, source=source)
@@ -215,8 +214,6 @@ def build_run(config: Mapping[str, Any], split: Split | None = None, dataset: st
     datamodule.setup()
     _check_targets(datamodule, targets, config)
     if len(names) > 1:
-        from matsciml.data.concatenated import dataset_labels
-
         task.dataset_labels = dataset_labels(names)
     check_backbone_contract(backbone, model_spec, datamodule.example_batch())
     return Run(dict(config), backbone, representation, task, datamodule)
@@ -314,8 +311,7 @@ def check_backbone_contract(backbone: Any, model_spec: ModelSpec, batch: Any) ->
 def _check_targets(datamodule: Any, targets: list[str], config: Mapping[str, Any]) -> None:
     """Every dataset of the run carries the task's targets in every sample (each dataset checked and named)."""
     dataset = datamodule.dataset
-    several = isinstance(dataset, ConcatenatedDatasets)
-    for part, name in zip(dataset.parts if several else [dataset], dataset.names if several else [datamodule.dataset_name]):
+    for part, name in named_parts(dataset, datamodule.dataset_name):
         metadata = getattr(part, "metadata", None)
         if metadata:
             present = keys_in_every_sample(metadata)
@@ -411,8 +407,6 @@ def _run_name(config: Mapping[str, Any]) -> str:
 
 def _dataset_stem(name: Any) -> str:
     """The dataset part of a default run name: a file's stem, or the stems of several datasets joined by +."""
-    from matsciml.data.concatenated import dataset_labels
-
     return "+".join(dataset_labels(name)) if isinstance(name, (list, tuple)) else Path(str(name)).stem
 
 
